@@ -1,0 +1,1 @@
+//! wasmgate-abi: the proxy-wasm ABI runtime on wasmtime. (skeleton; being written)

@@ -1,0 +1,1 @@
+//! wasmgate: the gateway library. (skeleton; being written)

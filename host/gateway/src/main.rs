@@ -1,0 +1,2 @@
+//! The `wasmgate` binary. (skeleton)
+fn main() {}

@@ -1,0 +1,1 @@
+//! wasmgate-harness: unit-test proxy-wasm filters. (skeleton; being written)
