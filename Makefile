@@ -21,5 +21,12 @@ lint: setup
 wasm: setup
 	cargo build --release --target wasm32-wasip1 -p secret-header
 
+# Side-by-side benchmark (issue 6): wasmgate vs Envoy vs nginx, and the runtime's
+# per-request cost (criterion). Rewrites the results table in README.md.
 bench: setup
+	@command -v nginx >/dev/null && command -v wrk >/dev/null && command -v h2load >/dev/null \
+	  || (apt-get update -qq && apt-get install -y -qq nginx wrk nghttp2-client)
+	cargo build --release -p wasmgate
+	cargo build --release --target wasm32-wasip1 -p secret-header
 	cargo bench -p wasmgate-abi
+	python3 tests/bench/bench.py --readme

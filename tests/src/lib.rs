@@ -3,8 +3,18 @@
 //!
 //! # Layout
 //! - [`wasm`]: paths of the `.wasm` files built by `build.rs` from source.
+//! - [`backend`]: a real echo backend (HTTP/1.1 + h2c) that records what it received.
+//! - [`envoy`]: a real Envoy started from the rendered `envoy-example/envoy.yaml`.
+//! - [`wat()`]: paths of the hand-written `.wat` modules in `fixtures/wat/`.
 
 #![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod envoy;
+pub mod gateway;
+pub mod tls;
+pub mod wat;
+pub use wat::wat;
 
 use std::path::PathBuf;
 

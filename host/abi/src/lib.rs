@@ -1,1 +1,84 @@
-//! wasmgate-abi: the proxy-wasm ABI runtime on wasmtime. (skeleton; being written)
+//! wasmgate-abi: a proxy-wasm ABI 0.2.1 / 0.2.0 host runtime on wasmtime.
+//!
+//! It runs filters built with any proxy-wasm SDK, unchanged, the way Envoy runs them, and
+//! adds what Envoy lacks: a CPU deadline per callback, a memory cap per instance, and
+//! recovery by replacing a failed instance. It has no network or async dependency; the
+//! gateway and the test harness embed it.
+//!
+//! ```text
+//! Runtime::new(config)          engine, linker, epoch ticker, shared data/queues
+//!   .load(PluginSpec)  -> Plugin      compile (cached), validate, start once
+//!      .instantiate()  -> Vm          one store per worker; root context configured
+//!         create_stream / on_request_headers / ... / on_log / finish_stream
+//! ```
+//!
+//! # Layout
+//!
+//! - [`runtime`]: [`Runtime`] and [`RuntimeConfig`]: engine settings, module cache, epoch ticker.
+//! - [`plugin`]: [`PluginSpec`], [`WasmSource`], [`Plugin`]: loading and export validation.
+//! - [`vm`]: [`Vm`]: one instance and the proxy-wasm lifecycle calls into it.
+//! - [`stream`]: [`Stream`], [`HeaderMap`], [`LocalResponse`]: per-request state.
+//! - [`http_call`]: [`HttpCallRequest`], [`HttpCallResponse`].
+//! - [`error`]: [`Fault`], [`FaultKind`], [`LoadError`].
+//! - [`limits`]: [`Limits`] and the caps on guest-controlled sizes.
+//! - [`status`]: ABI status codes and [`Action`].
+//! - [`logs`]: [`LogLevel`], [`LogRecord`] and where guest logs go.
+//! - [`metrics`]: [`MetricKind`], [`MetricSample`]: filter-defined metrics.
+//! - `memory`: checked guest memory access and allocation through the guest allocator.
+//! - `properties`: property paths and the attributes derived from a stream.
+//! - `shared`: shared data and queues, process-wide per `vm_id`.
+//! - `state`: the store data host functions reach.
+//! - `exports/*`: the `env.proxy_*` host functions, one file per ABI area, plus the
+//!   non-blocking WASI shims.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use wasmgate_abi::{Action, Runtime, RuntimeConfig, PluginSpec, Stream, WasmSource};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = Runtime::new(RuntimeConfig::default())?;
+//! let mut spec = PluginSpec::new("api/0", WasmSource::File("secret_header.wasm".into()));
+//! spec.plugin_config = br#"{"header":"x-api-key"}"#.to_vec();
+//! let plugin = runtime.load(spec)?;
+//! let mut vm = plugin.instantiate()?;
+//!
+//! let mut stream = Stream::default();
+//! stream.request_headers.add(":path", "/");
+//! vm.create_stream(&mut stream)?;
+//! assert_eq!(vm.on_request_headers(&mut stream, true)?, Action::Continue);
+//! vm.on_log(&mut stream)?;
+//! vm.finish_stream(&mut stream)?;
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub mod error;
+mod exports;
+pub mod http_call;
+pub mod limits;
+pub mod logs;
+mod memory;
+pub mod metrics;
+pub mod plugin;
+mod properties;
+pub mod runtime;
+mod shared;
+mod state;
+pub mod status;
+pub mod stream;
+#[cfg(test)]
+mod test_util;
+pub mod vm;
+
+pub use error::{Fault, FaultKind, LoadError};
+pub use http_call::{HttpCallRequest, HttpCallResponse};
+pub use limits::Limits;
+pub use logs::{LogLevel, LogRecord};
+pub use metrics::{MetricKind, MetricSample};
+pub use plugin::{AbiVersion, Plugin, PluginSpec, WasmSource};
+pub use runtime::{Runtime, RuntimeConfig};
+pub use status::{Action, Status};
+pub use stream::{HeaderMap, LocalResponse, MapError, Stream};
+pub use vm::Vm;

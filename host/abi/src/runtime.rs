@@ -1,0 +1,157 @@
+//! [`Runtime`]: the wasmtime engine (epoch interruption, on-disk module cache), the linker with
+//! every proxy-wasm and WASI import, the epoch ticker thread, and the process-wide shared
+//! data and queues.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Engine, Linker};
+
+use crate::error::LoadError;
+use crate::plugin::{Plugin, PluginSpec};
+use crate::shared::{SetOutcome, SharedState};
+use crate::state::HostState;
+
+/// Engine-wide settings.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// On-disk cache of precompiled modules (wasmtime `cache` feature or own serialize); None = memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// How often the epoch ticker thread bumps the engine epoch (deadline granularity). Default 5 ms.
+    pub epoch_interval: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            epoch_interval: Duration::from_millis(5),
+        }
+    }
+}
+
+/// wasmtime Engine + Linker + epoch ticker + process-wide shared data/queues. Cheap to clone (Arc).
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) inner: Arc<RuntimeInner>,
+}
+
+pub(crate) struct RuntimeInner {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    pub(crate) shared: Arc<SharedState>,
+    pub(crate) config: RuntimeConfig,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine and linker and starts the epoch ticker.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Engine`] when the cache directory cannot be created or wasmtime refuses
+    /// the configuration.
+    pub fn new(config: RuntimeConfig) -> Result<Runtime, LoadError> {
+        let engine_err =
+            |what: &str, e: &dyn std::fmt::Display| LoadError::Engine(format!("{what}: {e}"));
+        let mut wasm = wasmtime::Config::new();
+        // The per-callback CPU deadline: the ticker bumps the epoch, stores trap at their deadline.
+        wasm.epoch_interruption(true);
+        if let Some(dir) = &config.cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                engine_err(
+                    &format!("cannot create cache directory {}", dir.display()),
+                    &e,
+                )
+            })?;
+            let dir = std::path::absolute(dir)
+                .map_err(|e| engine_err(&format!("cache directory {}", dir.display()), &e))?;
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(dir.clone());
+            let cache = wasmtime::Cache::new(cache)
+                .map_err(|e| engine_err(&format!("module cache in {}", dir.display()), &e))?;
+            wasm.cache(Some(cache));
+        }
+        let engine = Engine::new(&wasm).map_err(|e| engine_err("engine", &e))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)
+            .map_err(|e| engine_err("linking WASI", &e))?;
+        crate::exports::add_to_linker(&mut linker)
+            .map_err(|e| engine_err("linking proxy-wasm", &e))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_ticker(engine.clone(), config.epoch_interval, ticker_stop.clone())
+            .map_err(|e| engine_err("starting the epoch ticker thread", &e))?;
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                shared: Arc::new(SharedState::default()),
+                config,
+                ticker_stop,
+            }),
+        })
+    }
+
+    /// Compile (or load from cache), then instantiate once and run _initialize, root context create,
+    /// on_vm_start(vm_config) and on_configure(plugin_config) to validate. Errors name module + reason.
+    ///
+    /// # Errors
+    ///
+    /// Any [`LoadError`] variant; each names the plugin, the module and the reason.
+    pub fn load(&self, spec: PluginSpec) -> Result<Plugin, LoadError> {
+        Plugin::load(self.clone(), spec)
+    }
+
+    /// The configuration this runtime was built with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Reads shared data as a filter in `vm_id` would: value and CAS token.
+    pub fn shared_data(&self, vm_id: &str, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.inner.shared.get(vm_id, key)
+    }
+
+    /// Writes shared data unconditionally, as an operator seeding values for filters of `vm_id`.
+    /// Returns false when the scope is full.
+    pub fn set_shared_data(&self, vm_id: &str, key: &str, value: &[u8]) -> bool {
+        self.inner.shared.set(vm_id, key, value, 0) == SetOutcome::Ok
+    }
+
+    /// Epoch ticks a callback may run for `deadline`: rounded up, plus one because the
+    /// current tick is already partly over.
+    pub(crate) fn deadline_ticks(&self, deadline: Duration) -> u64 {
+        let interval = self.inner.config.epoch_interval.as_nanos().max(1);
+        (deadline.as_nanos().div_ceil(interval) as u64).saturating_add(1)
+    }
+}
+
+fn spawn_ticker(engine: Engine, interval: Duration, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+    let interval = interval.max(Duration::from_micros(100));
+    std::thread::Builder::new()
+        .name("wasmgate-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(interval);
+                engine.increment_epoch();
+            }
+        })
+        .map(|_| ())
+}

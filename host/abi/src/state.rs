@@ -1,0 +1,112 @@
+//! [`HostState`]: the data of one wasmtime store, i.e. everything host functions can reach.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use wasmtime::{Memory, ResourceLimiter, TypedFunc};
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+use crate::http_call::{HttpCallRequest, HttpCallResponse};
+use crate::limits::MAX_TABLE_ELEMENTS;
+use crate::logs::{GuestStdio, LogLevel, LogSink};
+use crate::metrics::MetricCache;
+use crate::plugin::PluginShared;
+use crate::shared::QueueNotify;
+use crate::stream::Stream;
+
+/// Store data of one Vm.
+pub(crate) struct HostState {
+    /// WASI preview 1 context (no files, embedder-chosen env, stdio into the log).
+    pub(crate) wasi: WasiP1Ctx,
+    /// Memory cap; remembers whether a growth was refused.
+    pub(crate) limiter: MemoryLimiter,
+    /// Plugin-wide data: spec, metrics registry, runtime-wide shared data.
+    pub(crate) plugin: Arc<PluginShared>,
+    /// The stream of the running callback (moved in and out by the Vm).
+    pub(crate) stream: Stream,
+    /// Whether `stream` holds a real stream (false during root-context callbacks).
+    pub(crate) has_stream: bool,
+    /// Id of the root context.
+    pub(crate) root_context_id: u32,
+    /// Next context id the Vm will hand out (ids below it were issued).
+    pub(crate) next_context_id: u32,
+    /// Context selected by `proxy_set_effective_context`, reset before every callback.
+    pub(crate) effective_context: u32,
+    /// The guest allocator (`proxy_on_memory_allocate` or `malloc`).
+    pub(crate) alloc: Option<TypedFunc<i32, i32>>,
+    /// The guest's exported memory.
+    pub(crate) memory: Option<Memory>,
+    /// Reused buffer for values copied out before the guest allocator runs.
+    pub(crate) scratch: Vec<u8>,
+    /// HTTP calls dispatched but not yet taken by the embedder.
+    pub(crate) http_calls: Vec<HttpCallRequest>,
+    /// Next http call token (starts at 1).
+    pub(crate) next_token: u32,
+    /// The response being delivered in `proxy_on_http_call_response`.
+    pub(crate) http_response: Option<HttpCallResponse>,
+    /// Tick period the root context asked for.
+    pub(crate) tick_period: Option<Duration>,
+    /// Where guest logs go.
+    pub(crate) logs: Arc<LogSink>,
+    /// The module's WASI stdout (lines logged at Info).
+    pub(crate) stdout: GuestStdio,
+    /// The module's WASI stderr (lines logged at Error).
+    pub(crate) stderr: GuestStdio,
+    /// Level reported by `proxy_get_log_level`; None = follow `tracing`.
+    pub(crate) log_level: Option<LogLevel>,
+    /// Properties set by the filter outside any stream.
+    pub(crate) root_properties: HashMap<String, Vec<u8>>,
+    /// Metric handles by id.
+    pub(crate) metrics: MetricCache,
+    /// Queue-ready notifications for this Vm.
+    pub(crate) queue_notify: Arc<QueueNotify>,
+    /// Contexts that called `proxy_done`.
+    pub(crate) done_calls: u32,
+    /// Fixed clock for `proxy_get_current_time_nanoseconds` (tests); None = system time.
+    pub(crate) clock: Option<SystemTime>,
+}
+
+impl HostState {
+    /// Whether `id` names a context this Vm issued (the root or a stream).
+    pub(crate) fn is_known_context(&self, id: u32) -> bool {
+        id != 0 && id < self.next_context_id
+    }
+
+    /// Cap on guest-supplied lengths for this plugin.
+    #[inline]
+    pub(crate) fn max_len(&self) -> usize {
+        self.plugin.spec.limits.max_buffer_bytes
+    }
+}
+
+/// A [`ResourceLimiter`] that caps linear memory and records refusals, so a trap after a
+/// refused growth is reported as out-of-memory.
+pub(crate) struct MemoryLimiter {
+    pub(crate) max_memory: usize,
+    pub(crate) oom: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.oom = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}

@@ -1,0 +1,447 @@
+//! A route's proxy-wasm filter chain, and one request's trip through it.
+//!
+//! [`Chain`] is built when the configuration loads: every filter's module is
+//! compiled and configured once (`Runtime::load`), so a `check` catches a
+//! filter whose `on_configure` fails. Each worker thread instantiates its own
+//! [`Vm`] per filter on first use and keeps it in a thread-local; a request
+//! borrows the Vm only for the duration of one callback (a synchronous
+//! call), never across an `await`, so no lock is needed and a paused
+//! request never blocks another.
+//!
+//! [`FilterRun`] is one request's state: the [`Stream`] the filters see and
+//! act on, and which filters are still taking part. Request phases go through
+//! the filters in order, response phases in reverse order (Envoy's decoder
+//! and encoder chains). A failing filter (trap, deadline, out of memory, or
+//! its Vm replaced after another stream broke it) either fails the request
+//! (`on_error: deny`, 503) or drops out of this request (`allow`). A broken
+//! Vm is discarded and the next request instantiates a fresh one.
+
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use wasmgate_abi::{Action, Fault, HttpCallRequest, Plugin, Stream, Vm};
+
+use crate::{config::OnError, error::ProxyError, metrics::FilterStats, upstream::Upstream};
+
+mod http_call;
+
+static NEXT_CHAIN: AtomicU64 = AtomicU64::new(1);
+
+/// One configured filter of a chain.
+pub struct FilterDef {
+    /// `route/index`, used in logs, metrics and error bodies.
+    pub name: String,
+    /// The compiled, configured module.
+    pub plugin: Plugin,
+    /// Failure policy.
+    pub on_error: OnError,
+    /// Failure counters.
+    pub stats: Arc<FilterStats>,
+}
+
+/// A route's filters, shared by all workers.
+pub struct Chain {
+    id: u64,
+    /// Route name.
+    pub route: String,
+    /// Filters in configuration order.
+    pub filters: Vec<FilterDef>,
+    /// Upstreams filters may call, by name.
+    pub upstreams: Arc<BTreeMap<String, Arc<Upstream>>>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain").field("route", &self.route).finish_non_exhaustive()
+    }
+}
+
+/// A worker's instance of one filter.
+struct Slot {
+    vm: Option<Vm>,
+    /// Bumped whenever the Vm is replaced: streams created on an older
+    /// incarnation lost their context.
+    incarnation: u64,
+}
+
+/// A worker's instances of one chain's filters.
+struct WorkerChain {
+    chain: Weak<Chain>,
+    slots: Vec<Slot>,
+}
+
+thread_local! {
+    static VMS: RefCell<HashMap<u64, WorkerChain>> = RefCell::new(HashMap::new());
+}
+
+/// Where a phase leaves the request.
+#[derive(Debug)]
+pub enum Flow {
+    /// Carry on proxying.
+    Continue,
+    /// A filter answered; send this instead of proxying (or of the
+    /// upstream's response).
+    Respond(wasmgate_abi::LocalResponse),
+}
+
+/// Which side of the exchange a phase is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Client to upstream.
+    Request,
+    /// Upstream to client.
+    Response,
+}
+
+/// Per-filter state of one request.
+#[derive(Clone, Copy)]
+struct Member {
+    /// Still taking part (not skipped after a failure under `allow`).
+    active: bool,
+    /// Context created on this incarnation of the worker's Vm.
+    incarnation: u64,
+    /// Context created (so it must be finished).
+    created: bool,
+}
+
+/// One request's trip through a chain.
+pub struct FilterRun {
+    chain: Arc<Chain>,
+    /// What the filters see and edit.
+    pub stream: Stream,
+    members: Vec<Member>,
+    /// Http calls dispatched and not answered yet, with the filter index.
+    calls: Vec<(usize, HttpCallRequest)>,
+    /// Body bytes held back by a filter that paused a body phase.
+    held: Vec<Vec<u8>>,
+    finished: bool,
+}
+
+impl Chain {
+    /// Assembles a chain of loaded filters.
+    pub fn new(route: String, filters: Vec<FilterDef>, upstreams: Arc<BTreeMap<String, Arc<Upstream>>>) -> Self {
+        Self { id: NEXT_CHAIN.fetch_add(1, Ordering::Relaxed), route, filters, upstreams }
+    }
+
+    /// Starts a request: creates a stream context in every filter.
+    ///
+    /// # Errors
+    /// A filter that fails under `deny`.
+    pub fn start(self: &Arc<Self>, stream: Stream) -> Result<FilterRun, ProxyError> {
+        let n = self.filters.len();
+        let mut run = FilterRun {
+            chain: self.clone(),
+            stream,
+            members: vec![Member { active: true, incarnation: 0, created: false }; n],
+            calls: Vec::new(),
+            held: vec![Vec::new(); n],
+            finished: false,
+        };
+        for i in 0..n {
+            run.create(i)?;
+        }
+        Ok(run)
+    }
+}
+
+impl FilterRun {
+    /// The route this run belongs to.
+    pub fn chain(&self) -> &Arc<Chain> {
+        &self.chain
+    }
+
+    fn create(&mut self, i: usize) -> Result<(), ProxyError> {
+        let chain = self.chain.clone();
+        let stream = &mut self.stream;
+        let outcome = with_vm(&chain, i, |vm, incarnation| (vm.create_stream(stream), incarnation));
+        match outcome {
+            Ok((Ok(()), incarnation)) => {
+                self.members[i] = Member { active: true, incarnation, created: true };
+                Ok(())
+            }
+            Ok((Err(fault), _)) => self.fail(i, Some(fault)),
+            Err(e) => {
+                tracing::error!(filter = %chain.filters[i].name, error = %e, "cannot instantiate filter");
+                self.fail(i, None)
+            }
+        }
+    }
+
+    /// Runs one callback of filter `i` on this worker's Vm. `Ok(None)`: the
+    /// filter is not (or no longer) taking part.
+    fn call<R>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut Vm, &mut Stream) -> Result<R, Fault>,
+    ) -> Result<Option<R>, ProxyError> {
+        let member = self.members[i];
+        if !member.active {
+            return Ok(None);
+        }
+        let chain = self.chain.clone();
+        let stream = &mut self.stream;
+        let outcome = with_vm(&chain, i, |vm, incarnation| {
+            if incarnation != member.incarnation {
+                // Another stream broke the Vm that held our context.
+                return (None, Vec::new());
+            }
+            let result = f(vm, stream);
+            (Some(result), vm.take_http_calls())
+        });
+        match outcome {
+            Ok((Some(Ok(value)), calls)) => {
+                self.calls.extend(calls.into_iter().map(|c| (i, c)));
+                Ok(Some(value))
+            }
+            Ok((Some(Err(fault)), _)) => self.fail(i, Some(fault)).map(|()| None),
+            Ok((None, _)) | Err(_) => {
+                self.members[i].created = false;
+                self.fail(i, None).map(|()| None)
+            }
+        }
+    }
+
+    /// Records a failure of filter `i` and applies its policy.
+    fn fail(&mut self, i: usize, fault: Option<Fault>) -> Result<(), ProxyError> {
+        let def = &self.chain.filters[i];
+        def.stats.failures.fetch_add(1, Ordering::Relaxed);
+        if let Some(fault) = &fault {
+            tracing::warn!(route = %self.chain.route, filter = %def.name, error = %fault, "filter failed");
+            // Its context died with the Vm.
+            self.members[i].created = false;
+            replace_vm(&self.chain, i);
+        }
+        self.members[i].active = false;
+        match def.on_error {
+            OnError::Allow => Ok(()),
+            OnError::Deny => Err(ProxyError::FilterFailed { route: self.chain.route.clone(), filter: def.name.clone() }),
+        }
+    }
+
+    /// Request or response headers through the chain, with pauses
+    /// resolved (http calls performed and answered).
+    ///
+    /// # Errors
+    /// A denied filter failure, or a pause nothing can resume.
+    pub async fn headers(&mut self, side: Side, end_of_stream: bool) -> Result<Flow, ProxyError> {
+        let order = self.order(side);
+        for i in order {
+            let action = self.call(i, |vm, s| match side {
+                Side::Request => vm.on_request_headers(s, end_of_stream),
+                Side::Response => vm.on_response_headers(s, end_of_stream),
+            })?;
+            if let Some(flow) = self.settle(i, side, action).await? {
+                return Ok(flow);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn order(&self, side: Side) -> Vec<usize> {
+        let n = self.chain.filters.len();
+        match side {
+            Side::Request => (0..n).collect(),
+            Side::Response => (0..n).rev().collect(),
+        }
+    }
+
+    /// After a callback: answer http calls, and wait while the filter keeps
+    /// the stream paused. `Some(flow)` ends the phase early.
+    async fn settle(&mut self, i: usize, side: Side, action: Option<Action>) -> Result<Option<Flow>, ProxyError> {
+        let mut paused = action == Some(Action::Pause);
+        loop {
+            if let Some(local) = self.stream.local_response.take() {
+                return Ok(Some(Flow::Respond(local)));
+            }
+            let resumed = match side {
+                Side::Request => std::mem::take(&mut self.stream.resume_request),
+                Side::Response => std::mem::take(&mut self.stream.resume_response),
+            };
+            if resumed {
+                paused = false;
+            }
+            if self.calls.is_empty() {
+                break;
+            }
+            self.answer_next_call().await?;
+        }
+        if paused && self.members[i].active {
+            let def = &self.chain.filters[i];
+            return Err(ProxyError::FilterStalled { route: self.chain.route.clone(), filter: def.name.clone() });
+        }
+        Ok(None)
+    }
+
+    async fn answer_next_call(&mut self) -> Result<(), ProxyError> {
+        let (i, call) = self.calls.remove(0);
+        let token = call.token;
+        let response = http_call::perform(&self.chain.upstreams, call).await;
+        self.call(i, |vm, s| vm.on_http_call_response(Some(s), token, response))?;
+        Ok(())
+    }
+
+    /// A chunk of body through the chain (synchronous: a body callback may
+    /// hold data back by pausing, but waits for nothing). Returns what to
+    /// forward; empty while a filter buffers.
+    ///
+    /// # Errors
+    /// A denied filter failure.
+    pub fn body(&mut self, side: Side, chunk: Vec<u8>, end_of_stream: bool) -> Result<BodyStep, ProxyError> {
+        let mut data = chunk;
+        for i in self.order(side) {
+            if !self.members[i].active {
+                continue;
+            }
+            // A filter that paused earlier sees everything held so far.
+            let mut held = std::mem::take(&mut self.held[i]);
+            held.extend_from_slice(&data);
+            self.set_body(side, held);
+            let action = self.call(i, |vm, s| match side {
+                Side::Request => vm.on_request_body(s, end_of_stream),
+                Side::Response => vm.on_response_body(s, end_of_stream),
+            })?;
+            if let Some(local) = self.stream.local_response.take() {
+                return Ok(BodyStep::Respond(local));
+            }
+            let body = self.take_body(side);
+            if action == Some(Action::Pause) && !end_of_stream {
+                self.held[i] = body;
+                return Ok(BodyStep::Forward(Vec::new()));
+            }
+            data = body;
+        }
+        Ok(BodyStep::Forward(data))
+    }
+
+    /// Trailers met while streaming a body: each filter sees and may edit
+    /// them; a pause cannot be waited for here and counts as continue.
+    ///
+    /// # Errors
+    /// A denied filter failure.
+    pub fn trailers_now(&mut self, side: Side, trailers: &http::HeaderMap) -> Result<http::HeaderMap, ProxyError> {
+        let map = match side {
+            Side::Request => &mut self.stream.request_trailers,
+            Side::Response => &mut self.stream.response_trailers,
+        };
+        map.clear();
+        for (name, value) in trailers {
+            map.add(name.as_str(), value.as_bytes());
+        }
+        for i in self.order(side) {
+            self.call(i, |vm, s| match side {
+                Side::Request => vm.on_request_trailers(s),
+                Side::Response => vm.on_response_trailers(s),
+            })?;
+        }
+        let map = match side {
+            Side::Request => &self.stream.request_trailers,
+            Side::Response => &self.stream.response_trailers,
+        };
+        let mut out = http::HeaderMap::new();
+        for (name, value) in map.iter() {
+            if let (Ok(n), Ok(v)) =
+                (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_bytes(value))
+            {
+                out.append(n, v);
+            }
+        }
+        Ok(out)
+    }
+
+    fn set_body(&mut self, side: Side, body: Vec<u8>) {
+        match side {
+            Side::Request => self.stream.request_body = body,
+            Side::Response => self.stream.response_body = body,
+        }
+    }
+
+    fn take_body(&mut self, side: Side) -> Vec<u8> {
+        match side {
+            Side::Request => std::mem::take(&mut self.stream.request_body),
+            Side::Response => std::mem::take(&mut self.stream.response_body),
+        }
+    }
+
+    /// `on_log` then `on_done`/`on_delete` in every filter that has a
+    /// context. Called once; dropping an unfinished run does it too.
+    pub fn finish(&mut self) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        for i in 0..self.members.len() {
+            if self.members[i].active && self.members[i].created {
+                let _ = self.call(i, |vm, s| vm.on_log(s));
+            }
+        }
+        for i in 0..self.members.len() {
+            if self.members[i].created {
+                let member = self.members[i];
+                let chain = self.chain.clone();
+                let stream = &mut self.stream;
+                let _ = with_vm(&chain, i, |vm, incarnation| {
+                    if incarnation == member.incarnation {
+                        let _ = vm.finish_stream(stream);
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl Drop for FilterRun {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// What a body chunk became.
+#[derive(Debug)]
+pub enum BodyStep {
+    /// Bytes to pass on (maybe empty while buffering).
+    Forward(Vec<u8>),
+    /// A filter answered instead.
+    Respond(wasmgate_abi::LocalResponse),
+}
+
+/// Runs `f` on this worker's Vm for filter `i` of `chain`, creating it on
+/// first use. The RefCell borrow lasts for this synchronous call only.
+fn with_vm<R>(chain: &Arc<Chain>, i: usize, f: impl FnOnce(&mut Vm, u64) -> R) -> Result<R, String> {
+    VMS.with_borrow_mut(|map| {
+        if !map.contains_key(&chain.id) {
+            // First request of a new chain on this worker: also drop the
+            // instances of chains no configuration uses any more.
+            map.retain(|_, w| w.chain.strong_count() > 0);
+            let slots = (0..chain.filters.len()).map(|_| Slot { vm: None, incarnation: 1 }).collect();
+            map.insert(chain.id, WorkerChain { chain: Arc::downgrade(chain), slots });
+        }
+        let slot = &mut map.get_mut(&chain.id).expect("inserted above").slots[i];
+        if slot.vm.as_ref().is_none_or(Vm::is_broken) {
+            if slot.vm.take().is_some() {
+                slot.incarnation += 1;
+                chain.filters[i].stats.vm_replaced.fetch_add(1, Ordering::Relaxed);
+            }
+            slot.vm = Some(chain.filters[i].plugin.instantiate().map_err(|e| e.to_string())?);
+        }
+        let incarnation = slot.incarnation;
+        Ok(f(slot.vm.as_mut().expect("set above"), incarnation))
+    })
+}
+
+/// Drops this worker's Vm of filter `i` (after a fault); the next request
+/// gets a fresh one.
+fn replace_vm(chain: &Arc<Chain>, i: usize) {
+    VMS.with_borrow_mut(|map| {
+        if let Some(slot) = map.get_mut(&chain.id).map(|w| &mut w.slots[i])
+            && slot.vm.take().is_some()
+        {
+            slot.incarnation += 1;
+            chain.filters[i].stats.vm_replaced.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+}

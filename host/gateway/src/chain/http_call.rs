@@ -1,0 +1,72 @@
+//! Performing a filter's `proxy_http_call` against a named upstream.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Limited};
+use wasmgate_abi::{HeaderMap, HttpCallRequest, HttpCallResponse};
+
+use crate::{body::full, upstream::Upstream};
+
+/// Largest http call response body handed to a filter.
+const MAX_CALL_BODY: usize = 16 * 1024 * 1024;
+
+/// Sends the call and collects the whole response; `None` when it failed
+/// (unknown upstream, bad headers, connect error, timeout, oversized body):
+/// the filter then sees a failed call, as in Envoy.
+pub async fn perform(upstreams: &BTreeMap<String, Arc<Upstream>>, call: HttpCallRequest) -> Option<HttpCallResponse> {
+    let Some(upstream) = upstreams.get(&call.upstream) else {
+        tracing::warn!(upstream = %call.upstream, "http call to an unknown upstream");
+        return None;
+    };
+    let request = match build(upstream, &call) {
+        Ok(r) => r,
+        Err(reason) => {
+            tracing::warn!(upstream = %upstream.name, %reason, "http call refused");
+            return None;
+        }
+    };
+    let exchange = async {
+        let response = upstream.send(request).await.ok()?;
+        let (parts, body) = response.into_parts();
+        let collected = Limited::new(body, MAX_CALL_BODY).collect().await.ok()?;
+        let trailers = collected.trailers().cloned();
+        let body = collected.to_bytes();
+        let mut headers = HeaderMap::with_capacity(parts.headers.len() + 1);
+        headers.add(":status", parts.status.as_str());
+        for (name, value) in &parts.headers {
+            headers.add(name.as_str(), value.as_bytes());
+        }
+        let mut trailer_map = HeaderMap::new();
+        for (name, value) in trailers.iter().flatten() {
+            trailer_map.add(name.as_str(), value.as_bytes());
+        }
+        Some(HttpCallResponse { headers, body: body.to_vec(), trailers: trailer_map })
+    };
+    let timeout = if call.timeout.is_zero() { upstream.timeout } else { call.timeout };
+    tokio::time::timeout(timeout, exchange).await.ok().flatten()
+}
+
+fn build(upstream: &Upstream, call: &HttpCallRequest) -> Result<Request<crate::body::Body>, String> {
+    let method = call.headers.get_str(":method").unwrap_or("GET");
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| "bad :method".to_string())?;
+    let path = call.headers.get_str(":path").unwrap_or("/");
+    let path = format!("{}{}", upstream.path_prefix, path);
+    let authority = call.headers.get_str(":authority").unwrap_or(upstream.authority.as_str());
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, authority)
+        .body(full(Bytes::from(call.body.clone())))
+        .map_err(|e| e.to_string())?;
+    for (name, value) in call.headers.iter() {
+        if name.starts_with(':') || name == "host" {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| "bad header name".to_string())?;
+        let value = HeaderValue::from_bytes(value).map_err(|_| "bad header value".to_string())?;
+        request.headers_mut().append(name, value);
+    }
+    Ok(request)
+}

@@ -1,0 +1,373 @@
+//! The gateway's configuration file: serde types, parsing (YAML or JSON) and
+//! validation.
+//!
+//! Parsing and validation are separate steps so tests can build a
+//! configuration from an inline string: [`Config::from_str`] parses,
+//! [`Config::validate`] checks what serde cannot (references between
+//! sections, addresses, files) and reports *every* problem it finds, each
+//! naming the file, the key and what is wrong. [`Config::load`] does both for a
+//! file on disk.
+//!
+//! Every table uses `deny_unknown_fields`, so a typo fails loudly instead of
+//! being ignored.
+
+mod duration;
+mod validate;
+
+pub use duration::Duration;
+pub use validate::ConfigErrors;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where clients connect. At least one.
+    pub listeners: Vec<ListenerConfig>,
+    /// The admin endpoint (/ready, /metrics, /config, POST /reload). Optional.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// Named upstreams: route targets and the valid `http_call` targets of filters.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Routes, tried in order; the first match wins.
+    pub routes: Vec<RouteConfig>,
+    /// Protocol limits that protect the gateway from clients.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Access log format and which headers it shows.
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+    /// Worker threads, each with its own event loop and filter instances.
+    /// Default: one per available core.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Directory for precompiled modules (faster start). Default: memory only.
+    #[serde(default)]
+    pub module_cache: Option<PathBuf>,
+    /// Where relative paths in this file are resolved from; set by `load`
+    /// to the file's directory (not part of the file format).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The file this was read from, for error messages.
+    #[serde(skip)]
+    pub source: String,
+}
+
+/// One listening socket.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `ip:port`; port 0 picks a free port (tests).
+    pub address: String,
+    /// Serve HTTPS with this certificate; ALPN offers h2 and http/1.1.
+    #[serde(default)]
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// A server certificate and its key (PEM files).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// The admin listener.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `ip:port` of the admin endpoint; keep it on loopback.
+    pub address: String,
+}
+
+/// Which HTTP version to speak to an upstream.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// https: whatever ALPN picks (h2 preferred); http: HTTP/1.1.
+    #[default]
+    Auto,
+    /// Always HTTP/1.1.
+    Http1,
+    /// Always HTTP/2 (prior knowledge on http://).
+    Http2,
+}
+
+/// A named backend.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `http://host:port` or `https://host:port` (an optional path prefix is
+    /// prepended to every request path).
+    pub url: String,
+    /// How https upstreams are verified, and the client certificate for mTLS.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
+    /// HTTP version to use.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// Time allowed to open a connection (and finish TLS); failure is a 502.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream's response headers; exceeded is a 504.
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+}
+
+/// TLS towards an upstream. Verification cannot be turned off.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM CA bundle to trust instead of the system roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Name to send in SNI and to verify; default: the URL's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// PEM client certificate chain (mTLS); needs `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM client private key (mTLS); needs `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+}
+
+/// One route: a match, an upstream and a filter chain.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// Which requests this route takes. Required (use `{}` to match all).
+    #[serde(rename = "match")]
+    pub matcher: Option<MatchConfig>,
+    /// Name of an entry in `upstreams`.
+    pub upstream: Option<String>,
+    /// proxy-wasm filters run in order on this route's requests.
+    #[serde(default)]
+    pub filters: Vec<FilterConfig>,
+}
+
+/// Request matching: all given conditions must hold.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Host (from `:authority` or `Host`), compared ignoring case and port.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The path must start with this.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+}
+
+/// What happens to a request when its filter fails (trap, deadline, ...).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Fail closed: answer 503.
+    #[default]
+    Deny,
+    /// Fail open: skip this filter for the request.
+    Allow,
+}
+
+/// One proxy-wasm filter in a route's chain.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Path of the `.wasm` module.
+    pub wasm: PathBuf,
+    /// Plugin configuration: a mapping is passed as JSON, a string as is.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+    /// VM configuration (on_vm_start): same encoding as `config`.
+    #[serde(default)]
+    pub vm_config: Option<serde_json::Value>,
+    /// Root context id the module sees; default empty.
+    #[serde(default)]
+    pub root_id: Option<String>,
+    /// Host environment variables the module may read (and nothing else).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Failure policy.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Values for `env` names the host does not set (the embedded demo's
+    /// harmless default secret; not part of the file format).
+    #[serde(skip)]
+    pub env_defaults: BTreeMap<String, String>,
+}
+
+/// Limits against abusive or broken clients.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request head (request line + headers) in bytes; over it: 431.
+    pub max_header_bytes: usize,
+    /// Most request headers; over it: 431.
+    pub max_headers: usize,
+    /// Largest request body in bytes; over it: 413.
+    pub max_body_bytes: u64,
+    /// Time a client has to send a complete request head.
+    pub header_read_timeout: Duration,
+    /// An idle keep-alive connection is closed after this long.
+    pub idle_timeout: Duration,
+    /// Time to finish in-flight requests on SIGTERM before closing.
+    pub drain_timeout: Duration,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_body_bytes: 16 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
+            max_concurrent_streams: 256,
+        }
+    }
+}
+
+/// Access log output.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// Turn the access log off.
+    pub disabled: bool,
+    /// `text` or `json` (applies to all of the binary's log output).
+    pub format: LogFormat,
+    /// Request headers to show (as sent upstream); sensitive and injected
+    /// ones are shown as `<redacted>`.
+    pub headers: Vec<String>,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Config {
+    /// Parses YAML (JSON is valid YAML; a `.json` source uses the JSON parser
+    /// for its sharper errors). `source` names the file in errors.
+    ///
+    /// # Errors
+    /// A syntax error, an unknown key or a wrong type, with line and column.
+    pub fn parse(text: &str, source: &str) -> Result<Config, ConfigErrors> {
+        let parsed = if source.ends_with(".json") {
+            serde_json::from_str::<Config>(text).map_err(|e| {
+                format!("{source}: line {} column {}: {e}", e.line(), e.column())
+            })
+        } else {
+            serde_norway::from_str::<Config>(text).map_err(|e| match e.location() {
+                Some(l) => format!(
+                    "{source}: line {} column {}: {}",
+                    l.line(),
+                    l.column(),
+                    strip_location(&e.to_string())
+                ),
+                None => format!("{source}: {e}"),
+            })
+        };
+        let mut config = parsed.map_err(|m| ConfigErrors::new(vec![m]))?;
+        config.source = source.to_string();
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a file; relative paths in it are resolved
+    /// from the file's directory.
+    ///
+    /// # Errors
+    /// Every problem found, each naming the file and the key.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors::new(vec![format!("{source}: cannot read: {e}")]))?;
+        let mut config = Config::parse(&text, &source)?;
+        config.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        config.validate()
+    }
+
+    /// Resolves a path from the file against the file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() || self.base_dir.as_os_str().is_empty() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    /// A copy safe to show on the admin page: filter configurations keep
+    /// their shape but every value is replaced, since a literal secret may
+    /// stand there (`"Authorization:Bearer s3cret"`).
+    pub fn redacted(&self) -> Config {
+        let mut copy = self.clone();
+        for route in &mut copy.routes {
+            for filter in &mut route.filters {
+                for value in [&mut filter.config, &mut filter.vm_config].into_iter().flatten() {
+                    redact_value(value);
+                }
+            }
+        }
+        copy
+    }
+}
+
+/// serde_norway appends " at line L column C" to its messages; we print the
+/// location first instead.
+fn strip_location(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    }
+}
+
+fn redact_value(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => {
+            *s = match s.split_once(':') {
+                Some((name, _)) if !name.is_empty() && !name.contains(' ') => {
+                    format!("{name}:<redacted>")
+                }
+                _ => "<redacted>".to_string(),
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_value),
+        Value::Object(map) => map.values_mut().for_each(redact_value),
+        Value::Number(_) | Value::Bool(_) => *value = Value::String("<redacted>".into()),
+        Value::Null => {}
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,139 @@
+//! What can go wrong while proxying a request, and the ONE place where an
+//! error becomes an HTTP response ([`ProxyError::into_response`]).
+//!
+//! Error bodies are short fixed sentences plus names from the configuration
+//! (route, upstream, filter): never a header value, a body or a filter's
+//! configuration, so they cannot carry a secret.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{Body, full};
+
+/// A request that could not be proxied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matched the request's host and path.
+    #[error("no route matches this request")]
+    NoRoute,
+    /// The request is malformed or ambiguous (e.g. both Content-Length and
+    /// Transfer-Encoding: a smuggling attempt).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The request body is over `limits.max_body_bytes`.
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: u64,
+    },
+    /// The upstream could not be reached (refused, DNS, TLS verification, connect timeout).
+    #[error("upstream {upstream}: connect failed: {reason}")]
+    UpstreamConnect {
+        /// Upstream name from the configuration.
+        upstream: String,
+        /// Why; logged, not sent to the client.
+        reason: String,
+    },
+    /// The upstream did not send response headers within `timeout`.
+    #[error("upstream {upstream}: no response within {timeout:?}")]
+    UpstreamTimeout {
+        /// Upstream name.
+        upstream: String,
+        /// The configured timeout.
+        timeout: std::time::Duration,
+    },
+    /// The upstream broke the exchange (reset, protocol error).
+    #[error("upstream {upstream}: {reason}")]
+    UpstreamFailed {
+        /// Upstream name.
+        upstream: String,
+        /// Why; logged, not sent to the client.
+        reason: String,
+    },
+    /// A filter failed and its policy is `deny`.
+    #[error("route {route}: filter {filter}: failed")]
+    FilterFailed {
+        /// Route name.
+        route: String,
+        /// Filter name (`route/index`).
+        filter: String,
+    },
+    /// A filter paused the request and never resumed it.
+    #[error("route {route}: filter {filter}: paused the request and never resumed it")]
+    FilterStalled {
+        /// Route name.
+        route: String,
+        /// Filter name.
+        filter: String,
+    },
+}
+
+impl ProxyError {
+    /// The status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamFailed { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamTimeout { .. } | ProxyError::FilterStalled { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::FilterFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The response sent to the client. The body names the kind of failure
+    /// and at most configuration names; `reason` strings (which may quote
+    /// peer data) stay in the log.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let text = match &self {
+            ProxyError::NoRoute => "no route\n".to_string(),
+            ProxyError::BadRequest(what) => format!("bad request: {what}\n"),
+            ProxyError::BodyTooLarge { limit } => format!("request body larger than {limit} bytes\n"),
+            ProxyError::UpstreamConnect { upstream, .. } => format!("upstream {upstream} unreachable\n"),
+            ProxyError::UpstreamTimeout { upstream, .. } => format!("upstream {upstream} timed out\n"),
+            ProxyError::UpstreamFailed { upstream, .. } => format!("upstream {upstream} failed\n"),
+            ProxyError::FilterFailed { filter, .. } => format!("filter {filter} failed\n"),
+            ProxyError::FilterStalled { filter, .. } => format!("filter {filter} stalled\n"),
+        };
+        let mut response = Response::new(full(Bytes::from(text)));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        if matches!(self, ProxyError::BadRequest(_) | ProxyError::BodyTooLarge { .. }) {
+            // The rest of the connection cannot be trusted to be framed right.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        let up = || "backend".to_string();
+        assert_eq!(ProxyError::NoRoute.status(), 404);
+        assert_eq!(ProxyError::BodyTooLarge { limit: 1 }.status(), 413);
+        assert_eq!(ProxyError::UpstreamConnect { upstream: up(), reason: "x".into() }.status(), 502);
+        let timeout = std::time::Duration::from_secs(1);
+        assert_eq!(ProxyError::UpstreamTimeout { upstream: up(), timeout }.status(), 504);
+        let f = ProxyError::FilterFailed { route: "r".into(), filter: "r/0".into() };
+        assert_eq!(f.status(), 503);
+    }
+
+    #[tokio::test]
+    async fn body_leaves_out_the_reason() {
+        use http_body_util::BodyExt;
+        let e = ProxyError::UpstreamFailed { upstream: "b".into(), reason: "peer said s3cret".into() };
+        let body = e.into_response().into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"upstream b failed\n");
+    }
+}

@@ -1,0 +1,232 @@
+//! Bodies that stream: [`LimitedBody`] enforces `limits.max_body_bytes`
+//! while passing chunks on, and [`FilteredBody`] runs each chunk through a
+//! route's filters (`on_*_body`, then `on_*_trailers`) as it goes by.
+//!
+//! Nothing is buffered unless a filter pauses a body callback (Envoy's
+//! StopIterationAndBuffer): then the chunks are held and the filter sees all
+//! of them, appended, on its next body callback.
+
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, ready},
+};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::sync::oneshot;
+
+use crate::{
+    body::BoxError,
+    chain::{BodyStep, FilterRun, Side},
+};
+
+/// The request body, failing once more than `limit` bytes arrived.
+pub struct LimitedBody {
+    inner: Incoming,
+    remaining: u64,
+    limit: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl LimitedBody {
+    /// Wraps a body; `exceeded` is set when the limit is crossed so the
+    /// pipeline can answer 413 instead of 502.
+    pub fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
+        Self { inner, remaining: limit, limit, exceeded }
+    }
+}
+
+/// The error a body over the limit fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than {0} bytes")]
+pub struct TooLarge(pub u64);
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        Poll::Ready(match frame {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > self.remaining {
+                        self.exceeded.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(Box::new(TooLarge(self.limit)))));
+                    }
+                    self.remaining -= len;
+                }
+                Some(Ok(frame))
+            }
+            Some(Err(e)) => Some(Err(Box::new(e))),
+            None => None,
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A body passing through a route's filters.
+pub struct FilteredBody<B> {
+    inner: B,
+    side: Side,
+    run: Option<FilterRun>,
+    /// Request side: where the run goes when the body is done, so the
+    /// response phases can use it.
+    back: Option<oneshot::Sender<FilterRun>>,
+    /// A frame to send after the current one (trailers after flushed data).
+    pending: Option<Frame<Bytes>>,
+    /// Filters have seen the end of the stream.
+    ended: bool,
+}
+
+impl<B> FilteredBody<B> {
+    /// The request body; the receiver gets the run back when the body ends
+    /// or is dropped.
+    pub fn request(inner: B, run: FilterRun) -> (Self, oneshot::Receiver<FilterRun>) {
+        let (tx, rx) = oneshot::channel();
+        let body = Self { inner, side: Side::Request, run: Some(run), back: Some(tx), pending: None, ended: false };
+        (body, rx)
+    }
+
+    /// The response body; the run finishes (`on_log`, `on_done`) when it ends
+    /// or is dropped.
+    pub fn response(inner: B, run: FilterRun) -> Self {
+        Self { inner, side: Side::Response, run: Some(run), back: None, pending: None, ended: false }
+    }
+
+    fn end(&mut self) {
+        self.ended = true;
+        if let Some(mut run) = self.run.take() {
+            match self.back.take() {
+                Some(back) => {
+                    let _ = back.send(run);
+                }
+                None => run.finish(),
+            }
+        }
+    }
+
+    fn failed(&mut self) -> BoxError {
+        let name = self.run.as_ref().map(|r| r.chain().route.clone()).unwrap_or_default();
+        self.end();
+        format!("route {name}: a filter failed while streaming the body").into()
+    }
+
+    /// Runs a data chunk (or the end) through the filters.
+    fn step(&mut self, data: Vec<u8>, eos: bool) -> Result<Bytes, BoxError> {
+        let Some(run) = self.run.as_mut() else { return Ok(Bytes::from(data)) };
+        match run.body(self.side, data, eos) {
+            Ok(BodyStep::Forward(bytes)) => Ok(Bytes::from(bytes)),
+            // Headers are gone already; a local reply cannot replace them now.
+            Ok(BodyStep::Respond(_)) | Err(_) => Err(self.failed()),
+        }
+    }
+
+    fn trailers(&mut self, trailers: HeaderMap) -> Result<HeaderMap, BoxError> {
+        let Some(run) = self.run.as_mut() else { return Ok(trailers) };
+        match run.trailers_now(self.side, &trailers) {
+            Ok(t) => Ok(t),
+            Err(_) => Err(self.failed()),
+        }
+    }
+}
+
+impl<B> Body for FilteredBody<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(frame) = this.pending.take() {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+            match frame {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let eos = this.inner.is_end_stream();
+                        let out = this.step(data.to_vec(), eos);
+                        if eos {
+                            this.end();
+                        }
+                        match out {
+                            Ok(bytes) if bytes.is_empty() => continue,
+                            Ok(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                            Err(e) => return Poll::Ready(Some(Err(e))),
+                        }
+                    }
+                    Err(frame) => {
+                        let Ok(trailers) = frame.into_trailers() else { continue };
+                        // Body filters see the end (and give back what they
+                        // held) before the trailers.
+                        let flushed = match this.step(Vec::new(), true) {
+                            Ok(b) => b,
+                            Err(e) => return Poll::Ready(Some(Err(e))),
+                        };
+                        let trailers = match this.trailers(trailers) {
+                            Ok(t) => t,
+                            Err(e) => return Poll::Ready(Some(Err(e))),
+                        };
+                        this.end();
+                        if flushed.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                        }
+                        this.pending = Some(Frame::trailers(trailers));
+                        return Poll::Ready(Some(Ok(Frame::data(flushed))));
+                    }
+                },
+                Some(Err(e)) => {
+                    this.end();
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {
+                    // The stream ended without a final data frame: give the
+                    // filters their end of stream (and release held data).
+                    let out = this.step(Vec::new(), true);
+                    this.end();
+                    match out {
+                        Ok(bytes) if bytes.is_empty() => return Poll::Ready(None),
+                        Ok(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.pending.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Filters may change the length; the Content-Length header (if any)
+        // stays as the filter left it, as in Envoy.
+        SizeHint::default()
+    }
+}
+
+impl<B> Drop for FilteredBody<B> {
+    fn drop(&mut self) {
+        self.end();
+    }
+}

@@ -1,0 +1,138 @@
+//! Accepting and serving client connections: HTTP/1.1 and HTTP/2 (h2c by
+//! prior knowledge, or over TLS with ALPN `h2`/`http/1.1`), with the
+//! limits from the configuration applied to every connection.
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::{GracefulShutdown, Watcher}},
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::{
+    Shared,
+    idle::{Activity, IdleIo, idle_deadline},
+    config::LimitsConfig,
+    proxy::{self, ConnInfo},
+};
+
+/// A listener ready to accept on one worker.
+pub struct Listener {
+    /// The socket (shared by all workers through `try_clone`).
+    pub socket: TcpListener,
+    /// Present for HTTPS listeners.
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// The HTTP server settings for client connections.
+pub fn server_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // Runs from the first byte of a request head; a connection that
+        // sends nothing at all is closed by the idle timeout (idle.rs).
+        .header_read_timeout(limits.header_read_timeout.get())
+        .max_headers(limits.max_headers)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_concurrent_streams);
+    builder
+}
+
+/// Accepts until `stop` fires; each connection is served on this worker.
+pub async fn accept_loop(
+    listener: Listener,
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let local = match listener.socket.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.socket.accept() => accepted,
+            _ = stop.changed() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off a little.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let info = ConnInfo { peer, local, tls: listener.tls.is_some() };
+        let conn = serve(tcp, listener.tls.clone(), info, shared.clone(), builder.clone(), graceful.watcher());
+        tokio::spawn(conn);
+    }
+}
+
+async fn serve(
+    tcp: TcpStream,
+    tls: Option<TlsAcceptor>,
+    info: ConnInfo,
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+) {
+    let activity = Activity::new();
+    let idle = shared.snapshot.load().limits.idle_timeout.get();
+    let in_flight = activity.clone();
+    let service = service_fn(move |req| {
+        let snapshot = shared.snapshot.load_full();
+        let guard = in_flight.request();
+        async move {
+            let response = proxy::handle(req, info, snapshot).await;
+            drop(guard);
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let served = async {
+        match tls {
+            None => {
+                let io = TokioIo::new(IdleIo::new(tcp, activity.clone()));
+                watcher.watch(builder.serve_connection(io, service).into_owned()).await
+            }
+            Some(acceptor) => {
+                let handshake_timeout = Duration::from_secs(10);
+                let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %info.peer, error = %e, "TLS handshake failed");
+                        return Ok(());
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %info.peer, "TLS handshake timed out");
+                        return Ok(());
+                    }
+                };
+                let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
+                watcher.watch(builder.serve_connection(io, service).into_owned()).await
+            }
+        }
+    };
+    // Nothing in flight and quiet for `idle_timeout`: drop the connection.
+    let result = tokio::select! {
+        r = served => r,
+        () = idle_deadline(activity.clone(), idle) => {
+            tracing::debug!(peer = %info.peer, "idle connection closed");
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+    }
+}

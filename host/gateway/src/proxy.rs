@@ -1,0 +1,218 @@
+//! The request pipeline: route, filter, forward, filter, answer.
+//!
+//! ```text
+//! request ─► checks (smuggling, body size) ─► route match (404)
+//!         ─► hop-by-hop out, x-forwarded-* in
+//!         ─► filters: on_request_headers (in order; pause/resume, local reply, http calls)
+//!         ─► upstream (pooled; 502/504)     request body streams through on_request_body
+//!         ─► filters: on_response_headers (reverse order)
+//!         ─► client                          response body streams through on_response_body,
+//!                                            then on_log / on_done / on_delete
+//! ```
+//!
+//! A route without filters takes none of the filter steps: no wasm, no
+//! header-map conversion.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+use http::{HeaderMap, HeaderValue, Request, Response, Version, header};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
+
+use crate::{
+    access_log::Entry,
+    body::{Body, BoxError},
+    chain::{Flow, Side},
+    error::ProxyError,
+    filtered_body::{FilteredBody, LimitedBody},
+    headers::{add_forwarded, strip_hop_by_hop},
+    route::first_match,
+    snapshot::{Route, Snapshot},
+    stream_map,
+};
+
+/// What the pipeline knows about the client connection.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Our address.
+    pub local: SocketAddr,
+    /// Whether the client came over TLS.
+    pub tls: bool,
+}
+
+/// Serves one request against the given configuration. Never fails: every
+/// error becomes a response here.
+pub async fn handle(req: Request<Incoming>, conn: ConnInfo, snapshot: Arc<Snapshot>) -> Response<Body> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let version = req.version();
+    let path = req.uri().path().to_string();
+    let host = request_host(&req).map(str::to_string);
+    let route_index = first_match(&snapshot.matchers, host.as_deref(), &path);
+    let route = route_index.map(|i| &snapshot.routes[i]);
+    let mut sent_headers = None;
+    let mut before = Vec::new();
+    let response = match route {
+        None => {
+            snapshot_no_route(&snapshot);
+            ProxyError::NoRoute.into_response()
+        }
+        Some(route) => {
+            match forward(req, conn, &snapshot, route, host.as_deref(), &mut sent_headers, &mut before).await {
+                Ok(response) => response,
+                Err(e) => {
+                    if e.status().is_server_error() {
+                        tracing::warn!(route = %route.name, error = %e, "request failed");
+                    }
+                    e.into_response()
+                }
+            }
+        }
+    };
+    let elapsed = start.elapsed();
+    if let Some(route) = route {
+        route.stats.record(response.status().as_u16(), elapsed);
+    }
+    snapshot.access_log.log(
+        &Entry {
+            peer: conn.peer,
+            method: method.as_str(),
+            path: &path,
+            host: host.as_deref().unwrap_or("-"),
+            route: route.map_or("-", |r| &r.name),
+            upstream: route.map_or("-", |r| &r.upstream.name),
+            status: response.status().as_u16(),
+            elapsed,
+            version,
+        },
+        sent_headers.as_ref(),
+        &before,
+    );
+    response
+}
+
+fn snapshot_no_route(snapshot: &Snapshot) {
+    snapshot.stats.global.no_route.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Host from `:authority` (HTTP/2, absolute-form) or the `Host` header.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri()
+        .authority()
+        .map(http::uri::Authority::as_str)
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    req: Request<Incoming>,
+    conn: ConnInfo,
+    snapshot: &Snapshot,
+    route: &Route,
+    host: Option<&str>,
+    sent_headers: &mut Option<HeaderMap>,
+    before: &mut Vec<Option<HeaderValue>>,
+) -> Result<Response<Body>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    // Request smuggling: hyper refuses conflicting Content-Lengths and a
+    // Transfer-Encoding that is not chunked (400). For Content-Length plus
+    // chunked it does what RFC 9112 §6.3 requires: chunked wins, the
+    // Content-Length is removed (so the upstream cannot frame it otherwise)
+    // and the connection is closed after the response, so bytes smuggled
+    // behind the body are never read as a request. HTTP/2 forbids
+    // Transfer-Encoding outright.
+    let limit = snapshot.limits.max_body_bytes;
+    if body.size_hint().lower() > limit {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    add_forwarded(&mut parts.headers, conn.peer.ip(), conn.tls, host);
+    if let Some(h) = host
+        && !parts.headers.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(h)
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    let upstream = &route.upstream;
+    // Origin form, as the client meant it; the upstream's prefix is added
+    // after the filters (which see the client's path).
+    if let Some(pq) = parts.uri.path_and_query().cloned() {
+        parts.uri = pq.as_str().parse().map_err(|_| ProxyError::BadRequest("request target"))?;
+    }
+    parts.version = Version::HTTP_11;
+    if snapshot.access_log.wants_headers() {
+        *before = snapshot.access_log.before(&parts.headers);
+    }
+
+    let request_eos = body.is_end_stream();
+    let too_large = Arc::new(AtomicBool::new(false));
+    let limited = LimitedBody::new(body, limit, too_large.clone());
+
+    let mut run = None;
+    let mut run_back = None;
+    let upstream_body: Body = match &route.chain {
+        None => limited.boxed_unsync(),
+        Some(chain) => {
+            let stream = stream_map::request_stream(&parts, conn, &route.name);
+            let mut filter_run = chain.start(stream)?;
+            if let Flow::Respond(local) = filter_run.headers(Side::Request, request_eos).await? {
+                return Ok(stream_map::local_response(local));
+            }
+            stream_map::apply_request(&filter_run.stream, &mut parts)?;
+            if request_eos {
+                run = Some(filter_run);
+                crate::body::empty()
+            } else {
+                let (body, back) = FilteredBody::request(limited, filter_run);
+                run_back = Some(back);
+                body.boxed_unsync()
+            }
+        }
+    };
+    if !upstream.path_prefix.is_empty() {
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri = format!("{}{}", upstream.path_prefix, pq);
+        parts.uri = uri.parse().map_err(|_| ProxyError::BadRequest("request target"))?;
+    }
+    if snapshot.access_log.wants_headers() {
+        *sent_headers = Some(parts.headers.clone());
+    }
+
+    let sent = upstream.send(Request::from_parts(parts, upstream_body)).await;
+    let response = match sent {
+        Ok(r) => r,
+        Err(_) if too_large.load(Ordering::Relaxed) => return Err(ProxyError::BodyTooLarge { limit }),
+        Err(e) => return Err(e),
+    };
+    if let Some(back) = run_back {
+        // The request body handed the run back when it ended (or was dropped).
+        run = back.await.ok();
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let Some(mut filter_run) = run else {
+        return Ok(Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync()));
+    };
+    stream_map::response_headers_into(&mut filter_run.stream, &parts);
+    match filter_run.headers(Side::Response, body.is_end_stream()).await? {
+        // The upstream's body is dropped unread; the filter's reply replaces it.
+        Flow::Respond(local) => return Ok(stream_map::local_response(local)),
+        Flow::Continue => stream_map::apply_response(&filter_run.stream, &mut parts)?,
+    }
+    let body = if body.is_end_stream() {
+        filter_run.finish();
+        crate::body::empty()
+    } else {
+        FilteredBody::response(body.map_err(BoxError::from), filter_run).boxed_unsync()
+    };
+    Ok(Response::from_parts(parts, body))
+}

@@ -1,0 +1,125 @@
+//! Moving headers between hyper's types and the filters' [`Stream`], the
+//! way Envoy presents them: pseudo headers (`:method`, `:path`,
+//! `:authority`, `:scheme`, `:status`) in the map, `Host` folded into
+//! `:authority`.
+
+use http::{HeaderName, HeaderValue, Method, Response, StatusCode, header, request, response};
+use wasmgate_abi::{LocalResponse, Stream};
+
+use crate::{body::Body, error::ProxyError, proxy::ConnInfo};
+
+/// A fresh stream holding the request as the filters should see it.
+pub fn request_stream(parts: &request::Parts, conn: ConnInfo, route: &str) -> Stream {
+    let mut stream = Stream::default();
+    let map = &mut stream.request_headers;
+    map.add(":method", parts.method.as_str());
+    map.add(":path", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+    let authority = parts.headers.get(header::HOST).map_or(&[][..], HeaderValue::as_bytes);
+    map.add(":authority", authority);
+    map.add(":scheme", if conn.tls { "https" } else { "http" });
+    for (name, value) in &parts.headers {
+        if name != header::HOST {
+            map.add(name.as_str(), value.as_bytes());
+        }
+    }
+    let props = &mut stream.properties;
+    props.insert("source.address".into(), conn.peer.to_string().into_bytes());
+    props.insert("destination.address".into(), conn.local.to_string().into_bytes());
+    props.insert("route_name".into(), route.as_bytes().to_vec());
+    stream
+}
+
+/// Writes the filters' view of the request back (method, path, authority,
+/// headers). A header a filter made invalid is dropped with a warning that
+/// names it (never its value).
+///
+/// # Errors
+/// A `:method` or `:path` that is not valid.
+pub fn apply_request(stream: &Stream, parts: &mut request::Parts) -> Result<(), ProxyError> {
+    let map = &stream.request_headers;
+    if let Some(method) = map.get(":method")
+        && method != parts.method.as_str().as_bytes()
+    {
+        parts.method = Method::from_bytes(method).map_err(|_| ProxyError::BadRequest(":method set by a filter"))?;
+    }
+    if let Some(path) = map.get_str(":path") {
+        parts.uri = path.parse().map_err(|_| ProxyError::BadRequest(":path set by a filter"))?;
+    }
+    parts.headers.clear();
+    for (name, value) in map.iter() {
+        let name = if name == ":authority" {
+            header::HOST
+        } else if name.starts_with(':') {
+            continue;
+        } else {
+            match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(n) => n,
+                Err(_) => {
+                    tracing::warn!(header = name, "filter set an invalid header name; dropped");
+                    continue;
+                }
+            }
+        };
+        match HeaderValue::from_bytes(value) {
+            Ok(v) => {
+                parts.headers.append(name, v);
+            }
+            Err(_) => tracing::warn!(header = %name, "filter set an invalid header value; dropped"),
+        }
+    }
+    Ok(())
+}
+
+/// Puts the upstream's response headers into the stream.
+pub fn response_headers_into(stream: &mut Stream, parts: &response::Parts) {
+    let map = &mut stream.response_headers;
+    map.clear();
+    map.add(":status", parts.status.as_str());
+    for (name, value) in &parts.headers {
+        map.add(name.as_str(), value.as_bytes());
+    }
+}
+
+/// Writes the filters' view of the response back.
+///
+/// # Errors
+/// A `:status` a filter made invalid.
+pub fn apply_response(stream: &Stream, parts: &mut response::Parts) -> Result<(), ProxyError> {
+    let map = &stream.response_headers;
+    if let Some(status) = map.get_str(":status") {
+        parts.status = status
+            .parse::<u16>()
+            .ok()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .ok_or(ProxyError::BadRequest(":status set by a filter"))?;
+    }
+    parts.headers.clear();
+    for (name, value) in map.iter() {
+        if name.starts_with(':') {
+            continue;
+        }
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value)) {
+            (Ok(n), Ok(v)) => {
+                parts.headers.append(n, v);
+            }
+            _ => tracing::warn!(header = name, "filter set an invalid response header; dropped"),
+        }
+    }
+    Ok(())
+}
+
+/// The response a filter asked for with `send_local_response`.
+pub fn local_response(local: LocalResponse) -> Response<Body> {
+    let status = u16::try_from(local.status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = Response::new(crate::body::full(local.body));
+    *response.status_mut() = status;
+    for (name, value) in local.headers.iter() {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value)) {
+            response.headers_mut().append(n, v);
+        }
+    }
+    response
+}

@@ -1,0 +1,346 @@
+//! Upstreams: where routes send requests and filters send http calls.
+//!
+//! Each worker keeps its own connection pool per upstream in a thread-local
+//! (workers are single-threaded, see the crate docs), so taking and
+//! returning a connection is a `Vec` pop/push with no lock. HTTP/1.1
+//! connections are reused when idle (keep-alive); an HTTP/2 connection is
+//! shared by all of the worker's requests to that upstream.
+//!
+//! Failures map to statuses in `error.rs`: connect (refused, DNS, TLS
+//! verification, `connect_timeout`) is 502, no response headers within
+//! `timeout` is 504.
+
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use http::{Request, Response, Uri};
+use hyper::{
+    body::Incoming,
+    client::conn::{TrySendError, http1, http2},
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::{
+    body::Body,
+    config::{Config, UpstreamConfig, UpstreamProtocol},
+    error::ProxyError,
+    metrics::UpstreamStats,
+    tls::{ClientTls, client_config},
+};
+
+/// Most idle HTTP/1.1 connections a worker keeps per upstream.
+const MAX_IDLE_PER_WORKER: usize = 128;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A configured upstream, shared by all workers (immutable).
+pub struct Upstream {
+    /// Unique per configuration load; keys the worker-local pools.
+    id: u64,
+    /// Name from the configuration.
+    pub name: String,
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    host: String,
+    port: u16,
+    /// Default authority (used when the client sent none).
+    pub authority: http::uri::Authority,
+    /// Prepended to every path ("" for none).
+    pub path_prefix: String,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    protocol: UpstreamProtocol,
+    connect_timeout: Duration,
+    /// Time allowed for the response headers.
+    pub timeout: Duration,
+    /// Counters for /metrics.
+    pub stats: Arc<UpstreamStats>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// A connection ready to carry a request.
+enum Sender {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+/// One worker's connections to one upstream.
+struct Pool {
+    upstream: Weak<Upstream>,
+    h1: Vec<http1::SendRequest<Body>>,
+    h2: Option<http2::SendRequest<Body>>,
+}
+
+thread_local! {
+    static POOLS: RefCell<HashMap<u64, Pool>> = RefCell::new(HashMap::new());
+}
+
+impl Upstream {
+    /// Prepares an upstream from its configuration (reads TLS files).
+    ///
+    /// # Errors
+    /// A message naming the key and the problem.
+    pub fn build(name: &str, conf: &UpstreamConfig, config: &Config, stats: Arc<UpstreamStats>) -> Result<Upstream, String> {
+        let key = format!("upstreams.{name}");
+        let uri: Uri = conf.url.parse().map_err(|e| format!("{key}.url: {e}"))?;
+        let https = uri.scheme_str() == Some("https");
+        let host = uri.host().ok_or_else(|| format!("{key}.url: no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let authority = uri.authority().cloned().ok_or_else(|| format!("{key}.url: no host"))?;
+        let path_prefix = uri.path().trim_end_matches('/').to_string();
+        let tls = if https {
+            let t = conf.tls.clone().unwrap_or_default();
+            let ca = t.ca.as_ref().map(|p| config.resolve(p));
+            let cert = t.client_cert.as_ref().map(|p| config.resolve(p));
+            let key_path = t.client_key.as_ref().map(|p| config.resolve(p));
+            let client = client_config(ClientTls {
+                ca: ca.as_deref(),
+                client_cert: cert.as_deref().zip(key_path.as_deref()),
+                protocol: conf.protocol,
+            })
+            .map_err(|e| format!("{key}.tls: {e}"))?;
+            let sni = t.server_name.clone().unwrap_or_else(|| host.clone());
+            let sni = ServerName::try_from(sni).map_err(|e| format!("{key}.tls.server_name: {e}"))?;
+            Some((TlsConnector::from(client), sni))
+        } else {
+            None
+        };
+        Ok(Upstream {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            name: name.to_string(),
+            scheme: if https { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP },
+            host,
+            port,
+            authority,
+            path_prefix,
+            tls,
+            protocol: conf.protocol,
+            connect_timeout: conf.connect_timeout.get(),
+            timeout: conf.timeout.get(),
+            stats,
+        })
+    }
+
+    /// Whether this is `http://` to an address that is not loopback.
+    pub fn is_cleartext_off_loopback(&self) -> bool {
+        if self.tls.is_some() {
+            return false;
+        }
+        match self.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => !ip.is_loopback(),
+            Err(_) => self.host != "localhost",
+        }
+    }
+
+    /// Sends a request (URI: origin form; the `Host` header set) and waits
+    /// for the response headers. The body streams afterwards.
+    ///
+    /// # Errors
+    /// [`ProxyError::UpstreamConnect`], [`ProxyError::UpstreamTimeout`] or
+    /// [`ProxyError::UpstreamFailed`].
+    pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let exchange = self.exchange(req);
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(ProxyError::UpstreamTimeout { upstream: self.name.clone(), timeout: self.timeout })
+            }
+        }
+    }
+
+    async fn exchange(self: &Arc<Self>, mut req: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
+        // A pooled connection may have been closed by the peer just now; if
+        // the request was not written yet hyper gives it back and we retry
+        // once on a fresh connection.
+        let mut pooled = self.checkout();
+        loop {
+            let fresh = pooled.is_none();
+            let sender = match pooled.take() {
+                Some(s) => s,
+                None => self.connect().await?,
+            };
+            let result = match sender {
+                Sender::H1(mut s) => {
+                    let sent = s.try_send_request(req);
+                    self.checkin(Sender::H1(s));
+                    sent.await
+                }
+                Sender::H2(mut s) => {
+                    *req.uri_mut() = self.absolute_uri(&req);
+                    let sent = s.try_send_request(req);
+                    self.checkin(Sender::H2(s));
+                    sent.await
+                }
+            };
+            match result {
+                Ok(response) => return Ok(response),
+                Err(mut e) => match e.take_message() {
+                    Some(back) if !fresh => req = back,
+                    _ => return Err(self.failed(&e)),
+                },
+            }
+        }
+    }
+
+    fn failed(&self, e: &TrySendError<Request<Body>>) -> ProxyError {
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        ProxyError::UpstreamFailed { upstream: self.name.clone(), reason: error_chain(e.error()) }
+    }
+
+    /// HTTP/2 needs scheme and authority in the URI (they become
+    /// `:scheme`/`:authority`); the client's Host is kept as authority.
+    fn absolute_uri(&self, req: &Request<Body>) -> Uri {
+        let authority = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+            .unwrap_or_else(|| self.authority.clone());
+        let mut parts = req.uri().clone().into_parts();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(authority);
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        Uri::from_parts(parts).unwrap_or_else(|_| req.uri().clone())
+    }
+
+    /// Takes a ready connection from this worker's pool, if any.
+    fn checkout(self: &Arc<Self>) -> Option<Sender> {
+        POOLS.with_borrow_mut(|pools| {
+            let pool = pools.get_mut(&self.id)?;
+            if let Some(h2) = &pool.h2 {
+                if !h2.is_closed() {
+                    return Some(Sender::H2(h2.clone()));
+                }
+                pool.h2 = None;
+            }
+            // Busy connections (a response body still streaming) stay in
+            // the pool; closed ones are dropped.
+            pool.h1.retain(|s| !s.is_closed());
+            let ready = pool.h1.iter().rposition(http1::SendRequest::is_ready)?;
+            Some(Sender::H1(pool.h1.swap_remove(ready)))
+        })
+    }
+
+    /// Returns a connection to the pool right after its request was handed
+    /// over; it becomes ready again once the response has been read.
+    fn checkin(self: &Arc<Self>, sender: Sender) {
+        POOLS.with_borrow_mut(|pools| {
+            if !pools.contains_key(&self.id) {
+                // A new upstream (first use, or a reload): forget pools of
+                // upstreams that no configuration uses any more.
+                pools.retain(|_, p| p.upstream.strong_count() > 0);
+            }
+            let pool = pools.entry(self.id).or_insert_with(|| Pool {
+                upstream: Arc::downgrade(self),
+                h1: Vec::new(),
+                h2: None,
+            });
+            match sender {
+                Sender::H1(s) if pool.h1.len() < MAX_IDLE_PER_WORKER => pool.h1.push(s),
+                Sender::H1(_) => {}
+                Sender::H2(s) => pool.h2 = Some(s),
+            }
+        })
+    }
+
+    /// Opens a connection (TCP, then TLS for https) and does the HTTP
+    /// handshake, all within `connect_timeout`.
+    async fn connect(&self) -> Result<Sender, ProxyError> {
+        let connect = self.connect_inner();
+        let result = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no connection within {:?}", self.connect_timeout)),
+        };
+        match result {
+            Ok(sender) => {
+                self.stats.connections.fetch_add(1, Ordering::Relaxed);
+                Ok(sender)
+            }
+            Err(reason) => {
+                self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(upstream = %self.name, %reason, "upstream connect failed");
+                Err(ProxyError::UpstreamConnect { upstream: self.name.clone(), reason })
+            }
+        }
+    }
+
+    async fn connect_inner(&self) -> Result<Sender, String> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| format!("{}:{}: {e}", self.host, self.port))?;
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            None => handshake(TokioIo::new(tcp), self.protocol == UpstreamProtocol::Http2).await,
+            Some((connector, name)) => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?;
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice())
+                    || self.protocol == UpstreamProtocol::Http2;
+                handshake(TokioIo::new(tls), h2).await
+            }
+        }
+    }
+}
+
+async fn handshake<T>(io: T, h2: bool) -> Result<Sender, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    if h2 {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+            }
+        });
+        Ok(Sender::H2(sender))
+    } else {
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| format!("HTTP/1.1 handshake: {e}"))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");
+            }
+        });
+        Ok(Sender::H1(sender))
+    }
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,540 @@
+#!/usr/bin/env python3
+"""Side-by-side proxy benchmark: wasmgate against Envoy and nginx, same machine, same run.
+
+Every target proxies to the same nginx backend, which answers 401 unless the
+injected `Authorization` header is right, so every counted 2xx proves the secret
+arrived. The proxy under test is pinned to CPU 0; the load generator and the
+backend share CPU 1. Targets are interleaved (A B C ... A B C) for several
+rounds, and each figure is the median over rounds.
+
+Figures per target and protocol: requests/s, p50 and p99 latency, CPU
+microseconds per request (the proxy's utime+stime from /proc divided by the
+requests it served), peak RSS, non-2xx count, and CPU ratios against Envoy +
+wasm from the same run. Also wasmgate's start-up time to ready with a cold and
+a warm module cache, and RSS with 1,000 idle keep-alive connections.
+
+Usage: tests/bench/bench.py [--rounds N] [--duration S] [--out FILE]
+(`make bench` runs it and rewrites the results table in README.md.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "bench-secret-3f9a"  # a throwaway value for the benchmark only
+PROXY_CPU = "0"
+LOAD_CPU = "1"
+WASM = ROOT / "target/wasm32-wasip1/release/secret_header.wasm"
+WASMGATE = ROOT / "target/release/wasmgate"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30.0, headers: dict | None = None) -> float:
+    """Polls url until it answers (any status); returns seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            req = urllib.request.Request(url, headers=headers or {})
+            urllib.request.urlopen(req, timeout=1).read()
+            return time.monotonic() - start
+        except urllib.error.HTTPError:
+            return time.monotonic() - start
+        except Exception:
+            time.sleep(0.005)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def proc_tree(pid: int) -> list[int]:
+    """pid and all its descendants (nginx master + workers)."""
+    out = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return out
+    for c in children:
+        out.extend(proc_tree(int(c)))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in proc_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def rss_kib(pid: int, key: str = "VmHWM") -> int:
+    total = 0
+    for p in proc_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    cmd: list[str]
+    env: dict = field(default_factory=dict)
+    ready_url: str | None = None
+    client_headers: dict = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+
+    def start(self, workdir: Path) -> None:
+        log = open(workdir / f"{self.name}.log", "wb")
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", PROXY_CPU, *self.cmd],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            start_new_session=True,
+        )
+        wait_http(self.ready_url or f"http://127.0.0.1:{self.port}/", headers=self.client_headers)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+# ---- configurations ---------------------------------------------------------
+
+def nginx_backend_conf(workdir: Path, port: int) -> Path:
+    conf = workdir / "backend.conf"
+    conf.write_text(f"""
+worker_processes 1; daemon off; pid {workdir}/backend.pid; error_log {workdir}/backend.err;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{port} reuseport;
+    location / {{
+      if ($http_authorization != "Bearer {SECRET}") {{ return 401; }}
+      return 200 "ok\\n";
+    }}
+  }}
+}}
+""")
+    return conf
+
+
+def nginx_proxy_conf(workdir: Path, port: int, backend: int) -> Path:
+    conf = workdir / "nginx-proxy.conf"
+    conf.write_text(f"""
+worker_processes 1; daemon off; pid {workdir}/proxy.pid; error_log {workdir}/proxy.err;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; keepalive_requests 1000000;
+  upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 1000000; }}
+  server {{
+    listen 127.0.0.1:{port};
+    http2 on;
+    location / {{
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer {SECRET}";
+      proxy_pass http://backend;
+    }}
+  }}
+}}
+""")
+    return conf
+
+
+def envoy_conf(workdir: Path, name: str, port: int, admin: int, backend: int, wasm: bool) -> Path:
+    if wasm:
+        http_filters = f"""
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: secret_header
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '{{"set":{{"headers":["Authorization:Bearer {{vault://env/BENCH_TOKEN}}"]}}}}'
+                vm_config:
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: "{WASM}" }} }}
+                  environment_variables: {{ host_env_keys: ["BENCH_TOKEN"] }}"""
+        route_extra = ""
+    else:
+        http_filters = ""
+        route_extra = f"""
+                request_headers_to_add:
+                  - header: {{ key: authorization, value: "Bearer {SECRET}" }}
+                    append_action: OVERWRITE_IF_EXISTS_OR_ADD"""
+    conf = workdir / f"{name}.yaml"
+    conf.write_text(f"""
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
+static_resources:
+  listeners:
+  - address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          codec_type: AUTO
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: backend }}{route_extra}
+          http_filters:{http_filters}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: backend
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {backend} }} }} }}
+""")
+    return conf
+
+
+def wasmgate_conf(workdir: Path, name: str, port: int, admin: int, backend: int, wasm: bool, cache: Path) -> Path:
+    filters = ""
+    if wasm:
+        filters = f"""
+    filters:
+      - wasm: {WASM}
+        config: {{ set: {{ headers: ["Authorization:Bearer {{vault://env/BENCH_TOKEN}}"] }} }}
+        env: [BENCH_TOKEN]"""
+    else:
+        filters = ""
+    conf = workdir / f"{name}.yaml"
+    conf.write_text(f"""
+workers: 1
+module_cache: {cache}
+listeners:
+  - address: 127.0.0.1:{port}
+admin:
+  address: 127.0.0.1:{admin}
+upstreams:
+  backend:
+    url: http://127.0.0.1:{backend}
+routes:
+  - name: bench
+    match: {{ path_prefix: / }}
+    upstream: backend{filters}
+""")
+    return conf
+
+
+# ---- load generators --------------------------------------------------------
+
+def run_wrk(port: int, conns: int, duration: int, headers: dict) -> dict:
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency"]
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    out = subprocess.run(cmd + [f"http://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=duration + 30).stdout
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+    return {
+        "requests": reqs,
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "errors": sum(int(x) for x in errors.groups()) if errors else 0,
+        "p50_us": to_us(lat.get("50", "0us")),
+        "p99_us": to_us(lat.get("99", "0us")),
+    }
+
+
+def run_h2load(port: int, conns: int, duration: int, headers: dict, workdir: Path) -> dict:
+    log = workdir / "h2load.log"
+    cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-t1", f"-c{conns}", "-m10", f"-D{duration}", "--log-file", str(log)]
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    out = subprocess.run(cmd + [f"http://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=duration + 30).stdout
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    ok = int(m.group(1)) if m else 0
+    lat = []
+    try:
+        for line in log.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 3:
+                lat.append(int(parts[2]))
+    except OSError:
+        pass
+    lat.sort()
+    pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0  # noqa: E731
+    return {
+        "requests": int(done.group(1)) if done else 0,
+        "non2xx": (int(done.group(1)) - ok) if done else 0,
+        "errors": int(done.group(3)) + int(done.group(4)) if done else 0,
+        "p50_us": pct(0.50),
+        "p99_us": pct(0.99),
+    }
+
+
+def to_us(s: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", s)
+    if not m:
+        return 0.0
+    v, unit = float(m.group(1)), m.group(2)
+    return v * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+
+
+# ---- extra figures ----------------------------------------------------------
+
+def startup_times(workdir: Path, backend: int) -> dict:
+    """wasmgate with the filter: time to /ready, cold module cache then warm."""
+    cache = workdir / "startup-cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    out = {}
+    for label in ("cold", "warm"):
+        port, admin = free_port(), free_port()
+        conf = wasmgate_conf(workdir, "startup", port, admin, backend, True, cache)
+        t0 = time.monotonic()
+        proc = subprocess.Popen([str(WASMGATE), "run", "--config", str(conf)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env={**os.environ, "BENCH_TOKEN": SECRET})
+        try:
+            wait_http(f"http://127.0.0.1:{admin}/ready")
+            out[label] = (time.monotonic() - t0) * 1e3
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    return out
+
+
+def idle_connection_rss(target: Target, n: int = 1000) -> int:
+    """RSS (KiB) of the target after n idle keep-alive connections each served one request."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    socks = []
+    req = b"GET / HTTP/1.1\r\nHost: bench\r\n"
+    for k, v in target.client_headers.items():
+        req += f"{k}: {v}\r\n".encode()
+    req += b"\r\n"
+    try:
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", target.port), timeout=5)
+            s.sendall(req)
+            s.recv(4096)
+            socks.append(s)
+        time.sleep(0.5)
+        return rss_kib(target.proc.pid, "VmRSS")
+    finally:
+        for s in socks:
+            s.close()
+
+
+# ---- main -------------------------------------------------------------------
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=5, help="seconds per measurement")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--out", type=Path, default=ROOT / "target/bench/results.json")
+    ap.add_argument("--readme", action="store_true", help="rewrite the results table in README.md")
+    args = ap.parse_args()
+
+    for tool in ("nginx", "envoy", "wrk", "h2load", "taskset"):
+        if not shutil.which(tool):
+            sys.exit(f"bench: `{tool}` is not installed (make bench installs it)")
+    for path in (WASM, WASMGATE):
+        if not path.exists():
+            sys.exit(f"bench: {path} is missing (make bench builds it)")
+
+    workdir = Path(tempfile.mkdtemp(prefix="wasmgate-bench-"))
+    cache = workdir / "cache"
+    backend_port = free_port()
+    backend = subprocess.Popen(["taskset", "-c", LOAD_CPU, "nginx", "-c", str(nginx_backend_conf(workdir, backend_port))],
+                               start_new_session=True)
+    auth = {"Authorization": f"Bearer {SECRET}"}
+    wait_http(f"http://127.0.0.1:{backend_port}/", headers=auth)
+
+    def t(name, cmd, port, env=None, ready=None, headers=None):
+        return Target(name, port, cmd, env or {}, ready, headers or {})
+
+    targets = []
+    p = backend_port
+    targets.append(Target("backend (direct)", p, [], client_headers=auth))
+    for name, wasm in (("wasmgate (no filter)", False), ("wasmgate + wasm", True)):
+        port, admin = free_port(), free_port()
+        conf = wasmgate_conf(workdir, name.split()[0] + ("-wasm" if wasm else "-plain"), port, admin, backend_port, wasm, cache)
+        targets.append(t(name, [str(WASMGATE), "run", "--config", str(conf)], port,
+                         {"BENCH_TOKEN": SECRET, "RUST_LOG": "warn"}, f"http://127.0.0.1:{admin}/ready",
+                         None if wasm else auth))
+    for name, wasm in (("envoy + wasm (V8)", True), ("envoy native", False)):
+        port, admin = free_port(), free_port()
+        conf = envoy_conf(workdir, "envoy-wasm" if wasm else "envoy-native", port, admin, backend_port, wasm)
+        targets.append(t(name, ["envoy", "-c", str(conf), "--concurrency", "1", "-l", "error",
+                                "--base-id", str(port)], port, {"BENCH_TOKEN": SECRET}))
+    port = free_port()
+    targets.append(t("nginx proxy_set_header", ["nginx", "-c", str(nginx_proxy_conf(workdir, port, backend_port))], port))
+
+    results: dict[str, dict[str, list[dict]]] = {tg.name: {"http1": [], "h2": []} for tg in targets}
+    try:
+        for tg in targets:
+            if tg.cmd:
+                tg.start(workdir)
+        for rnd in range(args.rounds):
+            for proto in ("http1", "h2"):
+                for tg in targets:
+                    pid = tg.proc.pid if tg.proc else backend.pid
+                    cpu0 = cpu_seconds(pid)
+                    if proto == "http1":
+                        r = run_wrk(tg.port, args.connections, args.duration, tg.client_headers)
+                    else:
+                        r = run_h2load(tg.port, args.connections, args.duration, tg.client_headers, workdir)
+                    r["cpu_us"] = (cpu_seconds(pid) - cpu0) * 1e6 / max(r["requests"], 1)
+                    r["rps"] = r["requests"] / args.duration
+                    results[tg.name][proto].append(r)
+                    print(f"round {rnd + 1} {proto:5} {tg.name:24} {r['rps']:9.0f} req/s  "
+                          f"cpu {r['cpu_us']:6.1f} us/req  p50 {r['p50_us']:7.0f} us  p99 {r['p99_us']:7.0f} us  "
+                          f"non2xx {r['non2xx']}", flush=True)
+        peak = {tg.name: rss_kib(tg.proc.pid if tg.proc else backend.pid) for tg in targets}
+        idle = {}
+        for tg in targets:
+            if tg.proc and not tg.name.startswith("backend"):
+                try:
+                    idle[tg.name] = idle_connection_rss(tg)
+                except OSError as e:
+                    idle[tg.name] = f"failed: {e}"
+    finally:
+        for tg in targets:
+            tg.stop()
+        os.killpg(backend.pid, signal.SIGTERM)
+        backend.wait(10)
+
+    startup = startup_times(workdir, backend_port) if True else {}
+
+    summary = summarize(results, peak, idle, args)
+    summary["startup_ms"] = startup
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"raw": results, "summary": summary}, indent=2))
+    table = render(summary)
+    print(table)
+    if args.readme:
+        rewrite_readme(table)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def summarize(results, peak, idle, args) -> dict:
+    med = lambda rows, k: statistics.median(r[k] for r in rows)  # noqa: E731
+    out = {"targets": {}, "meta": {
+        "date": dt.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_model()}",
+        "envoy": version(["envoy", "--version"], r"/(\d+\.\d+\.\d+)/"),
+        "nginx": version(["nginx", "-v"], r"nginx/([\d.]+)"),
+        "rounds": args.rounds, "duration_s": args.duration, "connections": args.connections,
+    }}
+    for name, protos in results.items():
+        out["targets"][name] = {}
+        for proto, rows in protos.items():
+            out["targets"][name][proto] = {
+                "rps": med(rows, "rps"), "p50_us": med(rows, "p50_us"), "p99_us": med(rows, "p99_us"),
+                "cpu_us": med(rows, "cpu_us"), "non2xx": sum(r["non2xx"] + r["errors"] for r in rows),
+            }
+        out["targets"][name]["peak_rss_kib"] = peak.get(name)
+        out["targets"][name]["idle_1000_rss_kib"] = idle.get(name)
+    return out
+
+
+def render(s: dict) -> str:
+    m = s["meta"]
+    lines = [f"Measured {m['date']} on {m['machine']}; Envoy {m['envoy']}, nginx {m['nginx']}; "
+             f"{m['connections']} connections, {m['rounds']} rounds of {m['duration_s']} s, medians; "
+             "proxy pinned to CPU 0, load and backend on CPU 1.", ""]
+    ref = s["targets"].get("envoy + wasm (V8)", {})
+    for proto, label in (("http1", "HTTP/1.1 keep-alive (wrk)"), ("h2", "HTTP/2 (h2load, 10 streams/conn)")):
+        lines += [f"**{label}**", "",
+                  "| target | req/s | p50 µs | p99 µs | CPU µs/req | CPU vs Envoy+wasm | non-2xx |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        base = ref.get(proto, {}).get("cpu_us") or 0
+        for name, t in s["targets"].items():
+            r = t[proto]
+            ratio = f"{r['cpu_us'] / base:.2f}" if base else "-"
+            lines.append(f"| {name} | {r['rps']:.0f} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | "
+                         f"{r['cpu_us']:.1f} | {ratio} | {r['non2xx']} |")
+        lines.append("")
+    lines += ["| target | peak RSS MiB | RSS with 1,000 idle keep-alive conns MiB |", "|---|---:|---:|"]
+    for name, t in s["targets"].items():
+        idle = t.get("idle_1000_rss_kib")
+        idle_s = f"{idle / 1024:.1f}" if isinstance(idle, int) else (idle or "-")
+        lines.append(f"| {name} | {(t['peak_rss_kib'] or 0) / 1024:.1f} | {idle_s} |")
+    st = s.get("startup_ms") or {}
+    if st:
+        lines += ["", f"wasmgate start-up to ready with the filter: cold module cache {st.get('cold', 0):.0f} ms, "
+                      f"warm {st.get('warm', 0):.0f} ms."]
+    return "\n".join(lines)
+
+
+def rewrite_readme(table: str) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        readme.write_text(f"{head}{start}\n{table}\n{end}{tail}")
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def version(cmd: list[str], pattern: str) -> str:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        m = re.search(pattern, p.stdout + p.stderr)
+        return m.group(1) if m else "?"
+    except OSError:
+        return "?"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+//! secret_header.wasm inside a real Envoy 1.40 (V8), between a real client and a real
+//! backend: the example configuration validates, Kong's guide configuration works unchanged,
+//! `set` beats a client's spoofed copies, and a bad configuration stops Envoy from starting.
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::time::Duration;
+use wasmgate_tests::backend::{self, Backend};
+use wasmgate_tests::envoy::{self, Envoy, Example};
+
+/// The secret the tests inject; asserted never to show up in Envoy's log.
+const TOKEN: &str = "envoy-test-token-7f3a";
+
+/// Bound on one request through Envoy.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The example, rendered for a backend and the freshly built filter.
+fn example(backend: &Backend) -> Result<Example> {
+    Example::load()?
+        .free_ports()?
+        .backend_port(backend.addr().port())?
+        .wasm(&wasmgate_tests::wasm("secret_header"))
+}
+
+/// Sends a GET with `headers` (repeats allowed) over HTTP/1.1; returns status and body.
+async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<(u16, String)> {
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let conn = tokio::spawn(conn);
+        let mut request = Request::get(path).header("host", "example.test");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = sender
+            .send_request(request.body(Empty::<Bytes>::new())?)
+            .await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        conn.abort();
+        anyhow::Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .with_context(|| format!("GET {path} via {addr}: no response in {REQUEST_TIMEOUT:?}"))?
+}
+
+/// The same over HTTP/2 without TLS (h2c, prior knowledge).
+async fn get_h2(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<(u16, String)> {
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await?;
+        let conn = tokio::spawn(conn);
+        let mut request = Request::get(format!("http://example.test{path}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = sender
+            .send_request(request.body(Empty::<Bytes>::new())?)
+            .await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        conn.abort();
+        anyhow::Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .with_context(|| format!("h2 GET {path} via {addr}: no response in {REQUEST_TIMEOUT:?}"))?
+}
+
+#[tokio::test]
+async fn example_configuration_passes_envoy_validate() -> Result<()> {
+    // Only the wasm path is rendered (it is relative to the working directory in the file).
+    let yaml = Example::load()?.wasm(&wasmgate_tests::wasm("secret_header"))?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, yaml.yaml())?;
+    let (ok, output) = envoy::validate(&path, &[("BACKEND_TOKEN", TOKEN)]).await?;
+    assert!(ok, "envoy --mode validate failed:\n{output}");
+    assert!(output.contains("OK"), "{output}");
+    assert!(
+        !output.contains(TOKEN),
+        "validate output leaks the secret:\n{output}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn kong_guide_configuration_injects_the_header_unchanged() -> Result<()> {
+    let backend = backend::start().await?;
+    let yaml = example(&backend)?
+        .filter_config(r#"{"add":{"headers":["Authorization:Bearer my-secret-key"]}}"#)?;
+    let envoy = Envoy::start(yaml.yaml(), &[]).await?;
+
+    let (status, body) = get(envoy.listener(), "/v1/items?x=1", &[]).await?;
+    assert_eq!(status, 200, "{body}");
+    let seen = backend.wait_for_requests(1, REQUEST_TIMEOUT).await;
+    assert_eq!(seen.len(), 1, "backend saw {seen:?}");
+    assert_eq!(seen[0].path, "/v1/items?x=1");
+    assert_eq!(
+        seen[0].header_all("authorization"),
+        ["Bearer my-secret-key"]
+    );
+    // The echoed JSON is what the client got back: the same request.
+    let echoed: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(echoed, seen[0].to_json());
+
+    // Kong's `add` semantics: a client-sent header wins.
+    let (status, _) = get(envoy.listener(), "/", &[("authorization", "Bearer client")]).await?;
+    assert_eq!(status, 200);
+    let seen = backend.wait_for_requests(2, REQUEST_TIMEOUT).await;
+    assert_eq!(seen[1].header_all("authorization"), ["Bearer client"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn set_replaces_every_spoofed_copy_with_the_secret() -> Result<()> {
+    // The example as shipped: set + {vault://env/BACKEND_TOKEN} from host_env_keys.
+    let backend = backend::start().await?;
+    let yaml = example(&backend)?;
+    let envoy = Envoy::start(yaml.yaml(), &[("BACKEND_TOKEN", TOKEN)]).await?;
+
+    let spoofed = [
+        ("authorization", "Bearer spoof-1"),
+        ("authorization", "Bearer spoof-2"),
+    ];
+    let (status, _) = get(envoy.listener(), "/", &spoofed).await?;
+    assert_eq!(status, 200);
+    let (status, _) = get(envoy.listener(), "/", &[]).await?;
+    assert_eq!(status, 200);
+
+    let seen = backend.wait_for_requests(2, REQUEST_TIMEOUT).await;
+    assert_eq!(seen.len(), 2, "backend saw {seen:?}");
+    let expected = format!("Bearer {TOKEN}");
+    // Exactly one copy, the secret, whether the client spoofed it or sent none.
+    assert_eq!(seen[0].header_all("authorization"), [expected.as_str()]);
+    assert_eq!(seen[1].header_all("authorization"), [expected.as_str()]);
+
+    let log = envoy.log();
+    assert!(log.contains("secret-header: configured"), "{log}");
+    assert!(!log.contains(TOKEN), "Envoy's log leaks the secret:\n{log}");
+    let (_, dump) = envoy.admin_get("/config_dump").await?;
+    assert!(!dump.contains(TOKEN), "the config dump leaks the secret");
+    Ok(())
+}
+
+#[tokio::test]
+async fn set_drops_separate_copies_over_http1_and_http2() -> Result<()> {
+    // Envoy folds repeated `authorization` headers into one comma-joined value, but keeps
+    // repeats of a custom header as separate entries: both kinds must end up as one value.
+    let backend = backend::start().await?;
+    let yaml = example(&backend)?.filter_config(
+        r#"{"set":{"headers":["Authorization:Bearer {vault://env/BACKEND_TOKEN}","x-api-key:{vault://env/backend-token}"]}}"#,
+    )?;
+    let envoy = Envoy::start(yaml.yaml(), &[("BACKEND_TOKEN", TOKEN)]).await?;
+
+    let spoofed = [
+        ("authorization", "Bearer spoof-1"),
+        ("x-api-key", "spoof-1"),
+        ("authorization", "Bearer spoof-2"),
+        ("x-api-key", "spoof-2"),
+    ];
+    let (status, body) = get(envoy.listener(), "/h1", &spoofed).await?;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get_h2(envoy.listener(), "/h2", &spoofed).await?;
+    assert_eq!(status, 200, "{body}");
+
+    let seen = backend.wait_for_requests(2, REQUEST_TIMEOUT).await;
+    assert_eq!(seen.len(), 2, "backend saw {seen:?}");
+    let bearer = format!("Bearer {TOKEN}");
+    for (request, path) in seen.iter().zip(["/h1", "/h2"]) {
+        assert_eq!(request.path, path);
+        assert_eq!(
+            request.header_all("authorization"),
+            [bearer.as_str()],
+            "{path}"
+        );
+        assert_eq!(request.header_all("x-api-key"), [TOKEN], "{path}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_configuration_makes_envoy_refuse_to_start() -> Result<()> {
+    let backend = backend::start().await?;
+    let cases = [
+        // Not JSON, with a literal secret inside: the log must not echo it.
+        (
+            r#"{"add":{"headers":["Authorization:Bearer my-secret-key"]"#,
+            "not valid JSON",
+        ),
+        // A reference whose variable is not given to the VM.
+        (
+            r#"{"set":{"headers":["Authorization:Bearer {vault://env/NOT_PASSED}"]}}"#,
+            "set.headers[0] (header authorization): {vault://env/NOT_PASSED}: environment variable NOT_PASSED is not set",
+        ),
+    ];
+    for (config, expected) in cases {
+        let yaml = example(&backend)?.filter_config(config)?;
+        let (status, log) = envoy::expect_refused(yaml.yaml(), &[("BACKEND_TOKEN", TOKEN)]).await?;
+        assert!(!status.success(), "envoy exited successfully with {config}");
+        let line = log
+            .lines()
+            .find(|l| l.contains("secret-header: invalid configuration: "))
+            .unwrap_or_else(|| panic!("no configuration error logged for {config}:\n{log}"));
+        assert!(line.contains(expected), "{line}");
+        assert!(
+            !log.contains("my-secret-key") && !log.contains(TOKEN),
+            "log leaks:\n{log}"
+        );
+    }
+    assert!(backend.received().is_empty());
+    Ok(())
+}

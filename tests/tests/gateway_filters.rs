@@ -1,0 +1,187 @@
+//! Filter chains in the gateway with real `.wasm` filters built from
+//! source: failure policies (deny = 503, allow = skip) and fresh instances
+//! after a fault, the CPU deadline, chain order, local responses, http calls
+//! to named upstreams (pause and resume), body rewriting, and a filter whose
+//! `on_configure` fails stopping the start.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use tokio::net::TcpListener;
+use wasmgate_tests::{
+    backend,
+    gateway::{self, Client, get, secret_header, send},
+    wasm,
+};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn one_route(backend: &str, filters: &str, extra_upstreams: &str) -> String {
+    format!(
+        r#"
+workers: 1
+listeners: [{{ address: "127.0.0.1:0" }}]
+upstreams:
+  backend: {{ url: "{backend}" }}
+{extra_upstreams}
+routes:
+  - name: r
+    match: {{}}
+    upstream: backend
+    filters:
+{filters}
+"#
+    )
+}
+
+fn hostile(on_error: &str) -> String {
+    format!(
+        "      - {{ wasm: \"{}\", config: \"\", on_error: {on_error} }}\n",
+        wasm("hostile").display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_fails_closed_and_a_fresh_instance_follows() -> anyhow::Result<()> {
+    let backend = backend::start().await?;
+    let gw = gateway::start(&one_route(&backend.url(), &hostile("deny"), ""))?;
+    let r = get(gw.addr(), "a", "/1", &[]).await?;
+    assert_eq!(r.status, 200);
+    let r = get(gw.addr(), "a", "/trap", &[("x-hostile", "trap")]).await?;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.text(), "filter r/0 failed\n");
+    // The broken instance was replaced: the counter starts again at 1.
+    let r = get(gw.addr(), "a", "/2", &[]).await?;
+    assert_eq!(r.status, 200);
+    let seen = backend.wait_for_requests(2, WAIT).await;
+    assert_eq!(seen.len(), 2, "the failed request must not reach the backend");
+    assert_eq!(seen[0].header("x-hostile-ok"), Some("1"));
+    assert_eq!(seen[1].header("x-hostile-ok"), Some("1"), "a fresh instance serves after the fault");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_skips_the_failed_filter_and_the_deadline_stops_loops() -> anyhow::Result<()> {
+    let backend = backend::start().await?;
+    let secret = format!(
+        "      - {{ wasm: \"{}\", config: {{ set: {{ headers: [\"x-secret:after-hostile\"] }} }} }}\n",
+        secret_header().display()
+    );
+    let gw = gateway::start(&one_route(&backend.url(), &(hostile("allow") + &secret), ""))?;
+    for what in ["trap", "loop"] {
+        let r = get(gw.addr(), "a", &format!("/{what}"), &[("x-hostile", what)]).await?;
+        assert_eq!(r.status, 200, "{what}: {}", r.text());
+    }
+    let seen = backend.wait_for_requests(2, WAIT).await;
+    assert_eq!(seen.len(), 2);
+    for s in &seen {
+        // The hostile filter was skipped, the next filter still ran.
+        assert_eq!(s.header("x-hostile-ok"), None);
+        assert_eq!(s.header("x-secret"), Some("after-hostile"));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_run_in_order_and_routes_keep_their_own_configuration() -> anyhow::Result<()> {
+    let backend = backend::start().await?;
+    let f = |v: &str| {
+        format!(
+            "      - {{ wasm: \"{}\", config: {{ set: {{ headers: [\"x-order:{v}\"] }}, append: {{ headers: [\"x-trail:{v}\"] }} }} }}\n",
+            secret_header().display()
+        )
+    };
+    let gw = gateway::start(&one_route(&backend.url(), &(f("first") + &f("second")), ""))?;
+    assert_eq!(get(gw.addr(), "a", "/", &[]).await?.status, 200);
+    let seen = backend.wait_for_requests(1, WAIT).await;
+    assert_eq!(seen[0].header_all("x-order"), ["second"]);
+    assert_eq!(seen[0].header_all("x-trail"), ["first", "second"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_responses_replace_proxying() -> anyhow::Result<()> {
+    let backend = backend::start().await?;
+    let filter = format!("      - {{ wasm: \"{}\" }}\n", wasm("local_response").display());
+    let gw = gateway::start(&one_route(&backend.url(), &filter, ""))?;
+    let r = get(gw.addr(), "a", "/deny", &[]).await?;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.headers["x-local"], "deny");
+    assert_eq!(r.text(), "denied by local_response filter");
+    let r = get(gw.addr(), "a", "/replace-response", &[]).await?;
+    assert_eq!(r.status, 418);
+    assert_eq!(r.text(), "teapot from response phase");
+    let r = get(gw.addr(), "a", "/pass", &[]).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["x-upstream-status"], "200");
+    let seen = backend.wait_for_requests(2, WAIT).await;
+    let paths: Vec<_> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths, ["/replace-response", "/pass"], "/deny must not reach the backend");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_calls_pause_and_resume_the_request() -> anyhow::Result<()> {
+    let backend = backend::start().await?;
+    let auth = backend::start().await?;
+    let closed = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+    let filter = format!(
+        "      - {{ wasm: \"{}\", config: \"upstream=auth;path=/check\" }}\n",
+        wasm("http_call").display()
+    );
+    let extra = format!("  auth: {{ url: \"{}\" }}\n  down: {{ url: \"http://{closed}\", connect_timeout: 1s }}", auth.url());
+    let gw = gateway::start(&one_route(&backend.url(), &filter, &extra))?;
+
+    let r = get(gw.addr(), "a", "/orders", &[("authorization", "Bearer user")]).await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let calls = auth.wait_for_requests(1, WAIT).await;
+    assert_eq!(calls[0].path, "/check");
+    assert_eq!(calls[0].header("x-original-path"), Some("/orders"));
+    assert_eq!(calls[0].header("authorization"), Some("Bearer user"));
+    assert_eq!(calls[0].body, b"ping");
+    let seen = backend.wait_for_requests(1, WAIT).await;
+    assert_eq!(seen[0].header("x-auth-status"), Some("200"));
+    assert!(seen[0].header("x-auth-body").is_some_and(|b| b.contains("/check")));
+
+    // A call to an upstream that is down fails: the filter answers 503.
+    let r = get(gw.addr(), "a", "/x", &[("x-call-upstream", "down")]).await?;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers["x-call-error"], "failed");
+    // A name that is not an upstream is refused by the host.
+    let r = get(gw.addr(), "a", "/x", &[("x-call-upstream", "nowhere")]).await?;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers["x-call-error"], "BadArgument");
+    assert_eq!(backend.received().len(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_stream_through_filters() -> anyhow::Result<()> {
+    let backend = backend::start().await?;
+    let filter = format!("      - {{ wasm: \"{}\" }}\n", wasm("bodies").display());
+    let gw = gateway::start(&one_route(&backend.url(), &filter, ""))?;
+    for client in [Client::Http1, Client::H2c] {
+        let req = Request::post("/b").header("host", "a").body(Full::new(Bytes::from_static(b"hello")))?;
+        let r = send(gw.addr(), &client, req).await?;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.headers["x-req-body-len"], "5");
+        assert_eq!(r.headers["x-req-body-final"], "<<hello>>");
+        assert!(r.text().starts_with("resp:{\"BODY\":\"<<HELLO>>\""), "{}", r.text());
+    }
+    let seen = backend.wait_for_requests(2, WAIT).await;
+    assert!(seen.iter().all(|s| s.body == b"<<hello>>"));
+    Ok(())
+}
+
+#[test]
+fn a_filter_that_refuses_its_configuration_stops_the_start() {
+    let yaml = one_route("http://127.0.0.1:9", &format!(
+        "      - {{ wasm: \"{}\", config: {{ set: {{ headers: [\"no colon here\"] }} }} }}\n",
+        secret_header().display()
+    ), "");
+    let err = gateway::start(&yaml).expect_err("bad filter configuration must stop the start");
+    let text = err.to_string();
+    assert!(text.contains("config.yaml: routes[0] \"r\".filters[0]"), "{text}");
+}
