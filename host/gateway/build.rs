@@ -10,12 +10,23 @@ use std::{env, path::PathBuf, process::Command};
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest.parent().and_then(|p| p.parent()).expect("host/gateway is two levels down").to_path_buf();
+    let root = manifest
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("host/gateway is two levels down")
+        .to_path_buf();
     let target_dir = root.join("target").join("wasm-demo");
     let out = PathBuf::from(env::var("OUT_DIR").expect("set by cargo")).join("secret_header.wasm");
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--release", "--target=wasm32-wasip1", "-p", "secret-header", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target=wasm32-wasip1",
+            "-p",
+            "secret-header",
+            "--manifest-path",
+        ])
         .arg(root.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir)
@@ -24,16 +35,26 @@ fn main() {
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET")
         .status();
-    let built = target_dir.join("wasm32-wasip1").join("release").join("secret_header.wasm");
+    let built = target_dir
+        .join("wasm32-wasip1")
+        .join("release")
+        .join("secret_header.wasm");
     let copied = match status {
         Ok(s) if s.success() => std::fs::copy(&built, &out).is_ok(),
         _ => false,
     };
     if !copied {
-        println!("cargo:warning=secret_header.wasm was not built; the demo will not run (rustup target add wasm32-wasip1)");
+        println!(
+            "cargo:warning=secret_header.wasm was not built; the demo will not run (rustup target add wasm32-wasip1)"
+        );
         std::fs::write(&out, b"").expect("OUT_DIR is writable");
     }
-    for path in ["filter/src", "filter/Cargo.toml", "Cargo.toml", "Cargo.lock"] {
+    for path in [
+        "filter/src",
+        "filter/Cargo.toml",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
 }

@@ -117,10 +117,84 @@ impl Example {
         self.replace(EXAMPLE_FILTER_CONFIG, config)
     }
 
+    /// The plugin's name (property `plugin_name`), e.g. wasmgate's `route/index`.
+    ///
+    /// # Errors
+    /// When the example no longer names the plugin `secret_header`.
+    pub fn plugin_name(self, name: &str) -> Result<Example> {
+        self.replace(
+            "name: secret_header",
+            &format!("name: {}", yaml_string(name)),
+        )
+    }
+
+    /// The VM id (property `plugin_vm_id`, scope of shared data); may be empty.
+    ///
+    /// # Errors
+    /// When the example no longer holds `vm_id: secret_header`.
+    pub fn vm_id(self, id: &str) -> Result<Example> {
+        self.replace(
+            "vm_id: secret_header",
+            &format!("vm_id: {}", yaml_string(id)),
+        )
+    }
+
+    /// The filter's `failure_policy` (`FAIL_CLOSED` in the example, or `FAIL_OPEN`).
+    ///
+    /// # Errors
+    /// When the example no longer holds `failure_policy: FAIL_CLOSED`.
+    pub fn failure_policy(self, policy: &str) -> Result<Example> {
+        self.replace(
+            "failure_policy: FAIL_CLOSED",
+            &format!("failure_policy: {policy}"),
+        )
+    }
+
+    /// Adds a STATIC cluster `name` at `addr` (a target for a filter's http calls), first in
+    /// the `clusters` list.
+    ///
+    /// # Errors
+    /// When the example has no `clusters:` line.
+    pub fn add_cluster(mut self, name: &str, addr: SocketAddr) -> Result<Example> {
+        let (at, indent) = self
+            .yaml
+            .lines()
+            .scan(0usize, |offset, line| {
+                let start = *offset;
+                *offset += line.len() + 1;
+                Some((start + line.len() + 1, line))
+            })
+            .find(|(_, line)| line.trim() == "clusters:")
+            .map(|(end, line)| (end, line.len() - line.trim_start().len() + 2))
+            .ok_or_else(|| anyhow!("envoy-example/envoy.yaml: no `clusters:` line"))?;
+        let pad = " ".repeat(indent);
+        let cluster = format!(
+            "{pad}- name: {name}\n\
+             {pad}  type: STATIC\n\
+             {pad}  connect_timeout: 2s\n\
+             {pad}  load_assignment:\n\
+             {pad}    cluster_name: {name}\n\
+             {pad}    endpoints:\n\
+             {pad}      - lb_endpoints:\n\
+             {pad}          - endpoint:\n\
+             {pad}              address:\n\
+             {pad}                socket_address: {{ address: {ip}, port_value: {port} }}\n",
+            ip = addr.ip(),
+            port = addr.port(),
+        );
+        self.yaml.insert_str(at.min(self.yaml.len()), &cluster);
+        Ok(self)
+    }
+
     /// The rendered YAML.
     pub fn yaml(&self) -> &str {
         &self.yaml
     }
+}
+
+/// `text` as a double-quoted YAML scalar.
+fn yaml_string(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
 }
 
 /// Fails with set-up instructions when `envoy` is not on PATH.

@@ -50,7 +50,11 @@ pub fn start(yaml: &str) -> Result<TestGateway> {
     let config_path = dir.path().join("config.yaml");
     std::fs::write(&config_path, yaml)?;
     let handle = Gateway::start_file(&config_path).map_err(|e| anyhow!("{e}"))?;
-    Ok(TestGateway { handle, config_path, dir })
+    Ok(TestGateway {
+        handle,
+        config_path,
+        dir,
+    })
 }
 
 impl TestGateway {
@@ -61,7 +65,9 @@ impl TestGateway {
 
     /// The admin address (the configuration must have `admin`).
     pub fn admin(&self) -> SocketAddr {
-        self.handle.admin.expect("configuration has an admin listener")
+        self.handle
+            .admin
+            .expect("configuration has an admin listener")
     }
 
     /// The temporary directory holding the configuration.
@@ -130,10 +136,16 @@ pub enum Client {
 /// # Errors
 /// Connection, TLS or protocol failures, or no answer within [`TIMEOUT`].
 pub async fn send(addr: SocketAddr, client: &Client, req: Request<Full<Bytes>>) -> Result<Reply> {
-    tokio::time::timeout(TIMEOUT, send_inner(addr, client, req)).await.context("no answer within the timeout")?
+    tokio::time::timeout(TIMEOUT, send_inner(addr, client, req))
+        .await
+        .context("no answer within the timeout")?
 }
 
-async fn send_inner(addr: SocketAddr, client: &Client, mut req: Request<Full<Bytes>>) -> Result<Reply> {
+async fn send_inner(
+    addr: SocketAddr,
+    client: &Client,
+    mut req: Request<Full<Bytes>>,
+) -> Result<Reply> {
     let tcp = TcpStream::connect(addr).await?;
     match client {
         Client::Http1 => exchange(TokioIo::new(tcp), false, req).await,
@@ -141,9 +153,14 @@ async fn send_inner(addr: SocketAddr, client: &Client, mut req: Request<Full<Byt
             absolute(&mut req, "http");
             exchange(TokioIo::new(tcp), true, req).await
         }
-        Client::Tls { config, server_name } => {
+        Client::Tls {
+            config,
+            server_name,
+        } => {
             let name = rustls::pki_types::ServerName::try_from(server_name.clone())?;
-            let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp).await?;
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await?;
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
             if h2 {
                 absolute(&mut req, "https");
@@ -158,8 +175,17 @@ fn absolute(req: &mut Request<Full<Bytes>>, scheme: &str) {
     if req.uri().authority().is_some() {
         return;
     }
-    let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
-    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_string();
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
     if let Ok(uri) = format!("{scheme}://{host}{pq}").parse() {
         *req.uri_mut() = uri;
     }
@@ -171,7 +197,8 @@ where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let response = if h2 {
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
         tokio::spawn(conn);
         sender.send_request(req).await?
     } else {
@@ -181,14 +208,24 @@ where
     };
     let (parts, body) = response.into_parts();
     let body = body.collect().await?.to_bytes();
-    Ok(Reply { status: parts.status, headers: parts.headers, body, version: parts.version })
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+        version: parts.version,
+    })
 }
 
 /// GET `path` over HTTP/1.1 with this `Host` and extra headers.
 ///
 /// # Errors
 /// See [`send`].
-pub async fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Result<Reply> {
+pub async fn get(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Reply> {
     let mut builder = Request::get(path).header("host", host);
     for (n, v) in headers {
         builder = builder.header(*n, *v);
@@ -210,20 +247,33 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> Result<String> {
 }
 
 /// Path of the built `wasmgate` binary, building it if needed (cargo does
-/// not build other packages' binaries for integration tests).
+/// not build other packages' binaries for integration tests). Built once
+/// per test process; `--workspace` keeps the features the same as the
+/// test build's, so nothing else is rebuilt.
 ///
 /// # Errors
 /// The build failed.
 pub fn binary() -> Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
+    static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = built.as_ref() {
+        return Ok(path.clone());
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?
+        .to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
         .current_dir(&root)
-        .args(["build", "--quiet", "-p", "wasmgate", "--bin", "wasmgate"])
+        .args(["build", "--quiet", "--workspace", "--bin", "wasmgate"])
         .status()?;
     anyhow::ensure!(status.success(), "building the wasmgate binary failed");
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
-    Ok(target.join("debug").join("wasmgate"))
+    let target =
+        std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
+    let path = target.join("debug").join("wasmgate");
+    *built = Some(path.clone());
+    Ok(path)
 }
 
 /// The `wasmgate` binary running as a child process; killed on drop. Its
@@ -247,27 +297,57 @@ impl Process {
     pub fn run(config: &Path, env: &[(&str, &str)]) -> Result<Process> {
         let mut cmd = std::process::Command::new(binary()?);
         cmd.arg("run").arg("--config").arg(config);
+        Self::spawn(cmd, env)
+    }
+
+    /// Starts `wasmgate` with no arguments (the embedded demo) on free ports.
+    ///
+    /// # Errors
+    /// As [`Process::run`].
+    pub fn demo(env: &[(&str, &str)]) -> Result<Process> {
+        let mut cmd = std::process::Command::new(binary()?);
+        cmd.env("WASMGATE_DEMO_ADDR", "127.0.0.1:0")
+            .env("WASMGATE_DEMO_ADMIN", "127.0.0.1:0");
+        Self::spawn(cmd, env)
+    }
+
+    fn spawn(mut cmd: std::process::Command, env: &[(&str, &str)]) -> Result<Process> {
         cmd.env("NO_COLOR", "1").env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
         let mut child = cmd.spawn()?;
         let stderr = child.stderr.take().context("stderr")?;
         let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = lines.clone();
         std::thread::spawn(move || {
             use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
             }
         });
-        let mut process = Process { child, lines, addr: SocketAddr::from(([127, 0, 0, 1], 0)), admin: None };
+        let mut process = Process {
+            child,
+            lines,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: None,
+        };
         let deadline = std::time::Instant::now() + TIMEOUT;
         loop {
-            if let Some(line) = process.logs().into_iter().find(|l| l.contains("wasmgate serving")) {
+            if let Some(line) = process
+                .logs()
+                .into_iter()
+                .find(|l| l.contains("wasmgate serving"))
+            {
                 let addrs = addresses(&line);
-                process.addr = *addrs.first().context("no listener address in the start-up line")?;
+                process.addr = *addrs
+                    .first()
+                    .context("no listener address in the start-up line")?;
                 if addrs.len() > 1 {
                     process.admin = addrs.last().copied();
                 }
@@ -290,7 +370,10 @@ impl Process {
     /// # Errors
     /// `kill` failed.
     pub fn signal(&self, name: &str) -> Result<()> {
-        let status = std::process::Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status()?;
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()?;
         anyhow::ensure!(status.success(), "kill -{name} failed");
         Ok(())
     }
@@ -305,7 +388,10 @@ impl Process {
             if let Some(status) = self.child.try_wait()? {
                 return Ok(status.code());
             }
-            anyhow::ensure!(std::time::Instant::now() < deadline, "wasmgate still running after {TIMEOUT:?}");
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "wasmgate still running after {TIMEOUT:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -341,18 +427,25 @@ fn addresses(line: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Runs `wasmgate check --config <path>`; returns the exit code and
-/// stdout + stderr.
+/// Runs `wasmgate check --config <path>` with these extra environment
+/// variables; returns the exit code and stdout + stderr.
 ///
 /// # Errors
 /// The binary could not be built or run.
-pub fn check(config: &Path) -> Result<(i32, String)> {
-    let out = std::process::Command::new(binary()?)
-        .arg("check")
+pub fn check(config: &Path, env: &[(&str, &str)]) -> Result<(i32, String)> {
+    let mut cmd = std::process::Command::new(binary()?);
+    cmd.arg("check")
         .arg("--config")
         .arg(config)
-        .env("NO_COLOR", "1")
-        .output()?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        .env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok((out.status.code().unwrap_or(-1), text))
 }

@@ -5,11 +5,13 @@
 //! - [`wasm`]: paths of the `.wasm` files built by `build.rs` from source.
 //! - [`backend`]: a real echo backend (HTTP/1.1 + h2c) that records what it received.
 //! - [`envoy`]: a real Envoy started from the rendered `envoy-example/envoy.yaml`.
+//! - [`diff`]: the differential suite (Envoy and wasmgate side by side): scenarios and runner.
 //! - [`wat()`]: paths of the hand-written `.wat` modules in `fixtures/wat/`.
 
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod diff;
 pub mod envoy;
 pub mod gateway;
 pub mod tls;

@@ -47,7 +47,9 @@ pub struct Pki {
 
 impl std::fmt::Debug for Pki {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pki").field("ca_pem", &self.ca_pem).finish_non_exhaustive()
+        f.debug_struct("Pki")
+            .field("ca_pem", &self.ca_pem)
+            .finish_non_exhaustive()
     }
 }
 
@@ -65,7 +67,8 @@ impl Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key")).expect("CA cert");
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key"))
+            .expect("CA cert");
         let ca_pem = dir.path().join("ca.pem");
         std::fs::write(&ca_pem, ca.pem()).expect("write CA");
         Pki { dir, ca, ca_pem }
@@ -77,8 +80,9 @@ impl Pki {
     /// # Panics
     /// If rcgen or the file system fails.
     pub fn issue(&self, file: &str, names: &[&str]) -> CertFiles {
-        let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .expect("leaf params");
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("leaf params");
         let key = KeyPair::generate().expect("leaf key");
         let cert = params.signed_by(&key, &self.ca).expect("leaf cert");
         let files = CertFiles {
@@ -113,11 +117,14 @@ impl Pki {
             .map(|c| c.expect("cert PEM"))
             .collect();
         let key = PrivateKeyDer::from_pem_file(&files.key).expect("key file");
-        let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().expect("versions");
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions");
         let builder = if client_auth {
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()), provider())
-                .build()
-                .expect("client verifier");
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()), provider())
+                    .build()
+                    .expect("client verifier");
             builder.with_client_cert_verifier(verifier)
         } else {
             builder.with_no_client_auth()
@@ -129,16 +136,25 @@ impl Pki {
 
     /// A client configuration trusting this CA (optionally presenting a
     /// client certificate), offering `alpn`.
-    pub fn client_config(&self, client: Option<&CertFiles>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    pub fn client_config(
+        &self,
+        client: Option<&CertFiles>,
+        alpn: &[&[u8]],
+    ) -> Arc<rustls::ClientConfig> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .expect("versions")
             .with_root_certificates(self.roots());
         let mut config = match client {
             Some(files) => {
-                let certs = CertificateDer::pem_file_iter(&files.cert).expect("cert").map(|c| c.expect("pem")).collect();
+                let certs = CertificateDer::pem_file_iter(&files.cert)
+                    .expect("cert")
+                    .map(|c| c.expect("pem"))
+                    .collect();
                 let key = PrivateKeyDer::from_pem_file(&files.key).expect("key");
-                builder.with_client_auth_cert(certs, key).expect("client cert")
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .expect("client cert")
             }
             None => builder.with_no_client_auth(),
         };
@@ -182,20 +198,30 @@ impl TlsBackend {
                 let acceptor = acceptor.clone();
                 let log = log.clone();
                 tokio::spawn(async move {
-                    let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else {
+                    let Ok(Ok(tls)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    else {
                         return;
                     };
                     let (_, session) = tls.get_ref();
                     let client_cert = session.peer_certificates().is_some_and(|c| !c.is_empty());
-                    let alpn = session.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+                    let alpn = session
+                        .alpn_protocol()
+                        .map(|p| String::from_utf8_lossy(p).into_owned());
                     let service = hyper::service::service_fn(move |req| {
                         echo(req, log.clone(), client_cert, alpn.clone())
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), service).await;
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
                 });
             }
         });
-        Ok(TlsBackend { addr, received, task })
+        Ok(TlsBackend {
+            addr,
+            received,
+            task,
+        })
     }
 
     /// Its address.
@@ -205,7 +231,10 @@ impl TlsBackend {
 
     /// Requests seen so far.
     pub fn received(&self) -> Vec<TlsReceived> {
-        self.received.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -222,19 +251,37 @@ async fn echo(
     alpn: Option<String>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
     let request = Received {
         method: parts.method.to_string(),
-        path: parts.uri.path_and_query().map_or_else(|| "/".into(), |p| p.to_string()),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".into(), |p| p.to_string()),
         version: format!("{:?}", parts.version),
         headers: parts
             .headers
             .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body,
     };
     let json = request.to_json().to_string();
-    log.lock().unwrap_or_else(|e| e.into_inner()).push(TlsReceived { request, client_cert, alpn });
+    log.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(TlsReceived {
+            request,
+            client_cert,
+            alpn,
+        });
     Ok(Response::new(Full::new(Bytes::from(json))))
 }

@@ -56,9 +56,17 @@ async fn deny_fails_closed_and_a_fresh_instance_follows() -> anyhow::Result<()> 
     let r = get(gw.addr(), "a", "/2", &[]).await?;
     assert_eq!(r.status, 200);
     let seen = backend.wait_for_requests(2, WAIT).await;
-    assert_eq!(seen.len(), 2, "the failed request must not reach the backend");
+    assert_eq!(
+        seen.len(),
+        2,
+        "the failed request must not reach the backend"
+    );
     assert_eq!(seen[0].header("x-hostile-ok"), Some("1"));
-    assert_eq!(seen[1].header("x-hostile-ok"), Some("1"), "a fresh instance serves after the fault");
+    assert_eq!(
+        seen[1].header("x-hostile-ok"),
+        Some("1"),
+        "a fresh instance serves after the fault"
+    );
     Ok(())
 }
 
@@ -69,7 +77,11 @@ async fn allow_skips_the_failed_filter_and_the_deadline_stops_loops() -> anyhow:
         "      - {{ wasm: \"{}\", config: {{ set: {{ headers: [\"x-secret:after-hostile\"] }} }} }}\n",
         secret_header().display()
     );
-    let gw = gateway::start(&one_route(&backend.url(), &(hostile("allow") + &secret), ""))?;
+    let gw = gateway::start(&one_route(
+        &backend.url(),
+        &(hostile("allow") + &secret),
+        "",
+    ))?;
     for what in ["trap", "loop"] {
         let r = get(gw.addr(), "a", &format!("/{what}"), &[("x-hostile", what)]).await?;
         assert_eq!(r.status, 200, "{what}: {}", r.text());
@@ -104,7 +116,10 @@ async fn filters_run_in_order_and_routes_keep_their_own_configuration() -> anyho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_responses_replace_proxying() -> anyhow::Result<()> {
     let backend = backend::start().await?;
-    let filter = format!("      - {{ wasm: \"{}\" }}\n", wasm("local_response").display());
+    let filter = format!(
+        "      - {{ wasm: \"{}\" }}\n",
+        wasm("local_response").display()
+    );
     let gw = gateway::start(&one_route(&backend.url(), &filter, ""))?;
     let r = get(gw.addr(), "a", "/deny", &[]).await?;
     assert_eq!(r.status, 403);
@@ -116,9 +131,18 @@ async fn local_responses_replace_proxying() -> anyhow::Result<()> {
     let r = get(gw.addr(), "a", "/pass", &[]).await?;
     assert_eq!(r.status, 200);
     assert_eq!(r.headers["x-upstream-status"], "200");
+    // proxy_close_stream resets the exchange: no response at all, on
+    // HTTP/1.1 (connection closed) and HTTP/2 (stream reset).
+    assert!(get(gw.addr(), "a", "/reset", &[]).await.is_err());
+    let req = Request::get("http://a/reset").body(Full::new(Bytes::new()))?;
+    assert!(send(gw.addr(), &Client::H2c, req).await.is_err());
     let seen = backend.wait_for_requests(2, WAIT).await;
     let paths: Vec<_> = seen.iter().map(|s| s.path.as_str()).collect();
-    assert_eq!(paths, ["/replace-response", "/pass"], "/deny must not reach the backend");
+    assert_eq!(
+        paths,
+        ["/replace-response", "/pass"],
+        "/deny must not reach the backend"
+    );
     Ok(())
 }
 
@@ -131,10 +155,19 @@ async fn http_calls_pause_and_resume_the_request() -> anyhow::Result<()> {
         "      - {{ wasm: \"{}\", config: \"upstream=auth;path=/check\" }}\n",
         wasm("http_call").display()
     );
-    let extra = format!("  auth: {{ url: \"{}\" }}\n  down: {{ url: \"http://{closed}\", connect_timeout: 1s }}", auth.url());
+    let extra = format!(
+        "  auth: {{ url: \"{}\" }}\n  down: {{ url: \"http://{closed}\", connect_timeout: 1s }}",
+        auth.url()
+    );
     let gw = gateway::start(&one_route(&backend.url(), &filter, &extra))?;
 
-    let r = get(gw.addr(), "a", "/orders", &[("authorization", "Bearer user")]).await?;
+    let r = get(
+        gw.addr(),
+        "a",
+        "/orders",
+        &[("authorization", "Bearer user")],
+    )
+    .await?;
     assert_eq!(r.status, 200, "{}", r.text());
     let calls = auth.wait_for_requests(1, WAIT).await;
     assert_eq!(calls[0].path, "/check");
@@ -143,7 +176,11 @@ async fn http_calls_pause_and_resume_the_request() -> anyhow::Result<()> {
     assert_eq!(calls[0].body, b"ping");
     let seen = backend.wait_for_requests(1, WAIT).await;
     assert_eq!(seen[0].header("x-auth-status"), Some("200"));
-    assert!(seen[0].header("x-auth-body").is_some_and(|b| b.contains("/check")));
+    assert!(
+        seen[0]
+            .header("x-auth-body")
+            .is_some_and(|b| b.contains("/check"))
+    );
 
     // A call to an upstream that is down fails: the filter answers 503.
     let r = get(gw.addr(), "a", "/x", &[("x-call-upstream", "down")]).await?;
@@ -163,12 +200,18 @@ async fn bodies_stream_through_filters() -> anyhow::Result<()> {
     let filter = format!("      - {{ wasm: \"{}\" }}\n", wasm("bodies").display());
     let gw = gateway::start(&one_route(&backend.url(), &filter, ""))?;
     for client in [Client::Http1, Client::H2c] {
-        let req = Request::post("/b").header("host", "a").body(Full::new(Bytes::from_static(b"hello")))?;
+        let req = Request::post("/b")
+            .header("host", "a")
+            .body(Full::new(Bytes::from_static(b"hello")))?;
         let r = send(gw.addr(), &client, req).await?;
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.headers["x-req-body-len"], "5");
         assert_eq!(r.headers["x-req-body-final"], "<<hello>>");
-        assert!(r.text().starts_with("resp:{\"BODY\":\"<<HELLO>>\""), "{}", r.text());
+        assert!(
+            r.text().starts_with("resp:{\"BODY\":\"<<HELLO>>\""),
+            "{}",
+            r.text()
+        );
     }
     let seen = backend.wait_for_requests(2, WAIT).await;
     assert!(seen.iter().all(|s| s.body == b"<<hello>>"));
@@ -177,11 +220,80 @@ async fn bodies_stream_through_filters() -> anyhow::Result<()> {
 
 #[test]
 fn a_filter_that_refuses_its_configuration_stops_the_start() {
-    let yaml = one_route("http://127.0.0.1:9", &format!(
-        "      - {{ wasm: \"{}\", config: {{ set: {{ headers: [\"no colon here\"] }} }} }}\n",
-        secret_header().display()
-    ), "");
+    let yaml = one_route(
+        "http://127.0.0.1:9",
+        &format!(
+            "      - {{ wasm: \"{}\", config: {{ set: {{ headers: [\"no colon here\"] }} }} }}\n",
+            secret_header().display()
+        ),
+        "",
+    );
     let err = gateway::start(&yaml).expect_err("bad filter configuration must stop the start");
     let text = err.to_string();
-    assert!(text.contains("config.yaml: routes[0] \"r\".filters[0]"), "{text}");
+    assert!(
+        text.contains("config.yaml: routes[0] \"r\".filters[0]"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_and_root_http_calls_run_between_requests() -> anyhow::Result<()> {
+    let backend = backend::start().await?;
+    let auth = backend::start().await?;
+    let filter = format!(
+        "      - {{ wasm: \"{}\", config: \"period_ms=20;call=auth\" }}\n",
+        wasm("ticks").display()
+    );
+    let extra = format!("  auth: {{ url: \"{}\" }}", auth.url());
+    let gw = gateway::start(&one_route(&backend.url(), &filter, &extra))?;
+    // No request yet: the worker's instance ticks on its own, and each tick
+    // calls the auth upstream from the root context.
+    let calls = auth.wait_for_requests(2, WAIT).await;
+    assert!(calls.len() >= 2, "ticks did not call: {calls:?}");
+    assert_eq!(calls[0].path, "/tick");
+    let r = get(gw.addr(), "a", "/", &[]).await?;
+    assert_eq!(r.status, 200);
+    let seen = backend.wait_for_requests(1, WAIT).await;
+    let ticks: u64 = seen[0].header("x-ticks").unwrap_or("0").parse()?;
+    assert!(ticks >= 2, "x-ticks = {ticks}");
+    assert!(
+        seen[0]
+            .header("x-tick-call")
+            .is_some_and(|c| c.starts_with("200:")),
+        "{:?}",
+        seen[0].header("x-tick-call")
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_items_reach_the_registering_filter() -> anyhow::Result<()> {
+    let backend = backend::start().await?;
+    let filter = format!(
+        "      - {{ wasm: \"{}\", config: \"queue=events\" }}\n",
+        wasm("queues").display()
+    );
+    let gw = gateway::start(&one_route(&backend.url(), &filter, ""))?;
+    assert_eq!(get(gw.addr(), "a", "/first", &[]).await?.status, 200);
+    // on_queue_ready is delivered between requests by the worker.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert_eq!(get(gw.addr(), "a", "/next", &[]).await?.status, 200);
+        let seen = backend.received();
+        let last = seen.last().expect("a request arrived");
+        assert_eq!(last.header("x-queue-enqueue"), Some("ok"));
+        if last
+            .header("x-queue-received")
+            .is_some_and(|r| r.contains("/first"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queue never delivered: {:?}",
+            last.headers
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }

@@ -34,20 +34,43 @@ limits: {limits}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_or_too_many_headers_get_431() -> anyhow::Result<()> {
     let backend = backend::start().await?;
-    let gw = gateway::start(&yaml(&backend.url(), "{ max_header_bytes: 8192, max_headers: 20 }"))?;
+    let gw = gateway::start(&yaml(
+        &backend.url(),
+        "{ max_header_bytes: 8192, max_headers: 20 }",
+    ))?;
     let big = "a".repeat(10_000);
     let r = get(gw.addr(), "a.test", "/", &[("x-big", &big)]).await;
     // hyper answers 431 and closes; some clients see only the close.
     if let Ok(r) = r {
         assert_eq!(r.status, 431);
     }
-    let raw_reply = raw(gw.addr(), format!("GET / HTTP/1.1\r\nhost: a\r\nx-big: {big}\r\n\r\n").as_bytes()).await?;
+    let raw_reply = raw(
+        gw.addr(),
+        format!("GET / HTTP/1.1\r\nhost: a\r\nx-big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await?;
     assert!(raw_reply.starts_with("HTTP/1.1 431"), "{raw_reply}");
 
-    let many: Vec<(String, String)> = (0..30).map(|i| (format!("x-h{i}"), "v".to_string())).collect();
+    let many: Vec<(String, String)> = (0..30)
+        .map(|i| (format!("x-h{i}"), "v".to_string()))
+        .collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     let r = get(gw.addr(), "a.test", "/", &many).await?;
     assert_eq!(r.status, 431);
+
+    // The same over HTTP/2.
+    let mut req = Request::get("http://a.test/").body(Full::new(Bytes::new()))?;
+    for (n, v) in &many {
+        req.headers_mut()
+            .insert(http::HeaderName::from_bytes(n.as_bytes())?, v.parse()?);
+    }
+    assert_eq!(send(gw.addr(), &Client::H2c, req).await?.status, 431);
+    let mut req = Request::get("http://a.test/").body(Full::new(Bytes::new()))?;
+    req.headers_mut().insert("x-big", big.parse()?);
+    // h2 refuses an oversized header block (431 or a reset stream).
+    if let Ok(r) = send(gw.addr(), &Client::H2c, req).await {
+        assert_eq!(r.status, 431);
+    }
 
     // Within the limits all is well, and nothing above reached the backend.
     let r = get(gw.addr(), "a.test", "/fine", &[]).await?;
@@ -61,7 +84,9 @@ async fn oversized_bodies_get_413() -> anyhow::Result<()> {
     let backend = backend::start().await?;
     let gw = gateway::start(&yaml(&backend.url(), "{ max_body_bytes: 1000 }"))?;
     // Declared too large.
-    let req = Request::post("/upload").header("host", "a.test").body(Full::new(Bytes::from(vec![b'x'; 5000])))?;
+    let req = Request::post("/upload")
+        .header("host", "a.test")
+        .body(Full::new(Bytes::from(vec![b'x'; 5000])))?;
     let r = send(gw.addr(), &Client::Http1, req).await?;
     assert_eq!(r.status, 413);
     // Chunked, found too large while streaming.
@@ -69,12 +94,17 @@ async fn oversized_bodies_get_413() -> anyhow::Result<()> {
     let body = format!("258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n");
     let reply = raw(
         gw.addr(),
-        format!("POST /stream HTTP/1.1\r\nhost: a.test\r\ntransfer-encoding: chunked\r\n\r\n{body}").as_bytes(),
+        format!(
+            "POST /stream HTTP/1.1\r\nhost: a.test\r\ntransfer-encoding: chunked\r\n\r\n{body}"
+        )
+        .as_bytes(),
     )
     .await?;
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
     // Small enough passes.
-    let req = Request::post("/small").header("host", "a.test").body(Full::new(Bytes::from(vec![b'y'; 999])))?;
+    let req = Request::post("/small")
+        .header("host", "a.test")
+        .body(Full::new(Bytes::from(vec![b'y'; 999])))?;
     assert_eq!(send(gw.addr(), &Client::Http1, req).await?.status, 200);
     let seen = backend.wait_for_requests(1, WAIT).await;
     assert_eq!(seen.iter().filter(|s| s.path == "/small").count(), 1);
@@ -92,8 +122,15 @@ async fn request_smuggling_attempts_do_not_get_through() -> anyhow::Result<()> {
     // response: the smuggled request is never read.
     let smuggle = "POST /front HTTP/1.1\r\nhost: a.test\r\ncontent-length: 44\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nhost: a.test\r\n\r\n";
     let reply = raw(gw.addr(), smuggle.as_bytes()).await?;
-    assert_eq!(reply.matches("HTTP/1.1 ").count(), 1, "exactly one response: {reply}");
-    assert!(reply.to_ascii_lowercase().contains("connection: close"), "{reply}");
+    assert_eq!(
+        reply.matches("HTTP/1.1 ").count(),
+        1,
+        "exactly one response: {reply}"
+    );
+    assert!(
+        reply.to_ascii_lowercase().contains("connection: close"),
+        "{reply}"
+    );
     let seen = backend.wait_for_requests(1, WAIT).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let seen_now = backend.received();
@@ -143,7 +180,10 @@ async fn upstream_connect_failure_is_502_and_timeout_504() -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_header_senders_are_cut_off() -> anyhow::Result<()> {
     let backend = backend::start().await?;
-    let gw = gateway::start(&yaml(&backend.url(), "{ header_read_timeout: 300ms, idle_timeout: 500ms }"))?;
+    let gw = gateway::start(&yaml(
+        &backend.url(),
+        "{ header_read_timeout: 300ms, idle_timeout: 500ms }",
+    ))?;
     let mut tcp = TcpStream::connect(gw.addr()).await?;
     tcp.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n").await?;
     // Never finish the head: the gateway must close the connection (well
@@ -152,7 +192,10 @@ async fn slow_header_senders_are_cut_off() -> anyhow::Result<()> {
     let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "connection still open after 10s");
     let text = String::from_utf8_lossy(&buf);
-    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
     // An idle keep-alive connection is closed too.
     let mut idle = TcpStream::connect(gw.addr()).await?;
     let read = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut buf)).await;

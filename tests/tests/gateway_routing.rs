@@ -75,7 +75,11 @@ async fn secrets_reach_only_the_routes_that_inject_them() -> anyhow::Result<()> 
     assert_eq!(seen[0].header_all("authorization"), ["Bearer token-A"]);
     assert_eq!(seen[0].header("x-api-key"), None);
     assert_eq!(seen[1].path, "/public/x");
-    assert_eq!(seen[1].header("authorization"), None, "public route must not carry the secret");
+    assert_eq!(
+        seen[1].header("authorization"),
+        None,
+        "public route must not carry the secret"
+    );
     assert_eq!(seen[1].header("x-api-key"), None);
 
     let seen = h2_backend.wait_for_requests(1, WAIT).await;
@@ -88,14 +92,19 @@ async fn secrets_reach_only_the_routes_that_inject_them() -> anyhow::Result<()> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_copy_of_the_secret_header_is_replaced() -> anyhow::Result<()> {
     let backend = backend::start().await?;
-    let yaml = config(&backend.url(), &backend.url())
-        .replace("Authorization:Bearer {vault://env/WASMGATE_TEST_TOKEN_A}", "Authorization:Bearer token-A");
+    let yaml = config(&backend.url(), &backend.url()).replace(
+        "Authorization:Bearer {vault://env/WASMGATE_TEST_TOKEN_A}",
+        "Authorization:Bearer token-A",
+    );
     let gw = gateway::start(&yaml)?;
     let r = get(
         gw.addr(),
         "api.example.com",
         "/v1/",
-        &[("authorization", "Bearer spoofed"), ("Authorization", "Bearer spoofed-2")],
+        &[
+            ("authorization", "Bearer spoofed"),
+            ("Authorization", "Bearer spoofed-2"),
+        ],
     )
     .await?;
     assert_eq!(r.status, 200);
@@ -134,8 +143,10 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_clients_are_served_and_filtered() -> anyhow::Result<()> {
     let backend = backend::start().await?;
-    let yaml = config(&backend.url(), &backend.url())
-        .replace("Authorization:Bearer {vault://env/WASMGATE_TEST_TOKEN_A}", "Authorization:Bearer token-A");
+    let yaml = config(&backend.url(), &backend.url()).replace(
+        "Authorization:Bearer {vault://env/WASMGATE_TEST_TOKEN_A}",
+        "Authorization:Bearer token-A",
+    );
     let gw = gateway::start(&yaml)?;
     let req = Request::post("http://api.example.com/v1/post")
         .header("authorization", "Bearer spoofed")
@@ -188,5 +199,78 @@ routes: [{{ name: all, match: {{}}, upstream: backend }}]
     assert_eq!(s.header("x-forwarded-proto"), Some("http"));
     assert_eq!(s.header("x-forwarded-host"), Some("shop.test:8080"));
     assert_eq!(s.header("host"), Some("shop.test:8080"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_without_arguments_serves_the_demo() -> anyhow::Result<()> {
+    const SECRET: &str = "demo-test-secret-7";
+    let demo =
+        tokio::task::spawn_blocking(|| gateway::Process::demo(&[("WASMGATE_DEMO_SECRET", SECRET)]))
+            .await??;
+    let r = get(
+        demo.addr,
+        "localhost",
+        "/hello",
+        &[("authorization", "Bearer spoofed")],
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.contains("echo backend received: GET /hello"), "{text}");
+    assert!(
+        text.contains("authorization: Bearer ******** (matches the demo secret)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(SECRET) && !text.contains("spoofed"),
+        "{text}"
+    );
+    assert!(!demo.logs().join("\n").contains(SECRET));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_pooled_and_kept_alive() -> anyhow::Result<()> {
+    let backend = backend::start().await?;
+    let yaml = format!(
+        r#"
+workers: 1
+admin: {{ address: "127.0.0.1:0" }}
+listeners: [{{ address: "127.0.0.1:0" }}]
+upstreams:
+  h1: {{ url: "{url}" }}
+  h2: {{ url: "{url}", protocol: http2 }}
+routes:
+  - {{ name: one, match: {{ path_prefix: /one/ }}, upstream: h1 }}
+  - {{ name: two, match: {{ path_prefix: /two/ }}, upstream: h2 }}
+"#,
+        url = backend.url()
+    );
+    let gw = gateway::start(&yaml)?;
+    for i in 0..5 {
+        assert_eq!(
+            get(gw.addr(), "a", &format!("/one/{i}"), &[]).await?.status,
+            200
+        );
+        assert_eq!(
+            get(gw.addr(), "a", &format!("/two/{i}"), &[]).await?.status,
+            200
+        );
+    }
+    let req = Request::get("/metrics")
+        .header("host", "admin")
+        .body(Full::new(Bytes::new()))?;
+    let metrics = send(gw.admin(), &Client::Http1, req).await?.text();
+    for line in [
+        "wasmgate_upstream_requests_total{upstream=\"h1\"} 5",
+        "wasmgate_upstream_connections_total{upstream=\"h1\"} 1",
+        "wasmgate_upstream_requests_total{upstream=\"h2\"} 5",
+        "wasmgate_upstream_connections_total{upstream=\"h2\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in:\n{metrics}");
+    }
+    let seen = backend.wait_for_requests(10, WAIT).await;
+    assert_eq!(seen.iter().filter(|s| s.version == "HTTP/2.0").count(), 5);
     Ok(())
 }

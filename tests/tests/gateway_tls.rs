@@ -16,7 +16,10 @@ use wasmgate_tests::{
 const WAIT: Duration = Duration::from_secs(5);
 
 fn tls_client(pki: &Pki, alpn: &[&[u8]]) -> Client {
-    Client::Tls { config: pki.client_config(None, alpn), server_name: "gw.test".into() }
+    Client::Tls {
+        config: pki.client_config(None, alpn),
+        server_name: "gw.test".into(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,8 +47,13 @@ routes:
         secret_header().display()
     );
     let gw = gateway::start(&yaml)?;
-    for (alpn, version) in [(&b"h2"[..], http::Version::HTTP_2), (&b"http/1.1"[..], http::Version::HTTP_11)] {
-        let req = Request::get("/x").header("host", "gw.test").body(Full::new(Bytes::new()))?;
+    for (alpn, version) in [
+        (&b"h2"[..], http::Version::HTTP_2),
+        (&b"http/1.1"[..], http::Version::HTTP_11),
+    ] {
+        let req = Request::get("/x")
+            .header("host", "gw.test")
+            .body(Full::new(Bytes::new()))?;
         let r = send(gw.addr(), &tls_client(&pki, &[alpn]), req).await?;
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.version, version);
@@ -58,8 +66,14 @@ routes:
     }
     // A client that does not trust the gateway's CA gets no answer.
     let other = Pki::new("other CA");
-    let req = Request::get("/x").header("host", "gw.test").body(Full::new(Bytes::new()))?;
-    assert!(send(gw.addr(), &tls_client(&other, &[b"http/1.1"]), req).await.is_err());
+    let req = Request::get("/x")
+        .header("host", "gw.test")
+        .body(Full::new(Bytes::new()))?;
+    assert!(
+        send(gw.addr(), &tls_client(&other, &[b"http/1.1"]), req)
+            .await
+            .is_err()
+    );
     Ok(())
 }
 
@@ -94,20 +108,29 @@ async fn https_upstream_is_verified() -> anyhow::Result<()> {
     // Trusted CA and the right name: the request (and the secret) arrive, over h2 by ALPN.
     let ok = gateway::start(&upstream_yaml(
         &url,
-        &format!("{{ ca: \"{}\", server_name: api.internal }}", pki.ca_pem.display()),
+        &format!(
+            "{{ ca: \"{}\", server_name: api.internal }}",
+            pki.ca_pem.display()
+        ),
     ))?;
     let r = get(ok.addr(), "a.test", "/ok", &[]).await?;
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = tls_backend.received();
     assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].request.header("authorization"), Some("Bearer upstream-secret"));
+    assert_eq!(
+        seen[0].request.header("authorization"),
+        Some("Bearer upstream-secret")
+    );
     assert_eq!(seen[0].alpn.as_deref(), Some("h2"));
 
     // A certificate from a CA we do not trust: refused, 502, nothing sent.
     let other = Pki::new("untrusted CA");
     let bad_ca = gateway::start(&upstream_yaml(
         &url,
-        &format!("{{ ca: \"{}\", server_name: api.internal }}", other.ca_pem.display()),
+        &format!(
+            "{{ ca: \"{}\", server_name: api.internal }}",
+            other.ca_pem.display()
+        ),
     ))?;
     let r = get(bad_ca.addr(), "a.test", "/bad-ca", &[]).await?;
     assert_eq!(r.status, 502, "{}", r.text());
@@ -116,7 +139,10 @@ async fn https_upstream_is_verified() -> anyhow::Result<()> {
     // The right CA but the wrong name: refused too.
     let bad_name = gateway::start(&upstream_yaml(
         &url,
-        &format!("{{ ca: \"{}\", server_name: other.internal }}", pki.ca_pem.display()),
+        &format!(
+            "{{ ca: \"{}\", server_name: other.internal }}",
+            pki.ca_pem.display()
+        ),
     ))?;
     let r = get(bad_name.addr(), "a.test", "/bad-name", &[]).await?;
     assert_eq!(r.status, 502);
@@ -126,7 +152,11 @@ async fn https_upstream_is_verified() -> anyhow::Result<()> {
     let r = get(system.addr(), "a.test", "/system-roots", &[]).await?;
     assert_eq!(r.status, 502);
 
-    assert_eq!(tls_backend.received().len(), 1, "only the verified request may arrive");
+    assert_eq!(
+        tls_backend.received().len(),
+        1,
+        "only the verified request may arrive"
+    );
     Ok(())
 }
 
@@ -153,9 +183,42 @@ async fn mtls_upstream_gets_the_client_certificate() -> anyhow::Result<()> {
     assert_eq!(seen.len(), 1);
     assert!(seen[0].client_cert);
 
-    let without = gateway::start(&upstream_yaml(&url, &format!("{{ ca: \"{ca}\", server_name: api.internal }}")))?;
+    let without = gateway::start(&upstream_yaml(
+        &url,
+        &format!("{{ ca: \"{ca}\", server_name: api.internal }}"),
+    ))?;
     let r = get(without.addr(), "a.test", "/no-cert", &[]).await?;
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(tls_backend.received().len(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstream_can_be_held_to_http1() -> anyhow::Result<()> {
+    let pki = Pki::new("backend CA");
+    let cert = pki.issue("api", &["api.internal"]);
+    let tls_backend = TlsBackend::start(pki.server_config(&cert, false)).await?;
+    let url = format!("https://127.0.0.1:{}", tls_backend.addr().port());
+    let yaml = upstream_yaml(
+        &url,
+        &format!(
+            "{{ ca: \"{}\", server_name: api.internal }}",
+            pki.ca_pem.display()
+        ),
+    )
+    .replace(
+        "connect_timeout: 2s",
+        "connect_timeout: 2s\n    protocol: http1",
+    );
+    let gw = gateway::start(&yaml)?;
+    let r = get(gw.addr(), "a.test", "/h1", &[]).await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = tls_backend.received();
+    assert_eq!(seen[0].alpn.as_deref(), Some("http/1.1"));
+    assert_eq!(seen[0].request.version, "HTTP/1.1");
+    assert_eq!(
+        seen[0].request.header("authorization"),
+        Some("Bearer upstream-secret")
+    );
     Ok(())
 }

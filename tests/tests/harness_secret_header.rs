@@ -1,9 +1,10 @@
 //! `secret_header.wasm`, built from `filter/`, run through the harness with its
 //! configurations: Kong's exact request-transformer config, the `set` anti-spoofing rule,
-//! Kong's operation order, vault references resolved from the module's environment, and
-//! bad configurations refused at load with an error naming the module.
+//! Kong's operation order, vault references resolved from the module's environment, the
+//! filter's start-up logs, and bad configurations refused at load with an error naming the
+//! module and the filter's reason, never a secret.
 
-use wasmgate_harness::{Action, Error, Filter, Harness, HttpStream, LoadError};
+use wasmgate_harness::{Action, Error, Filter, Harness, HttpStream, LoadError, LogLevel};
 use wasmgate_tests::wasm;
 
 type TestResult = Result<(), Error>;
@@ -122,7 +123,14 @@ fn vault_references_resolve_from_the_module_environment() -> TestResult {
         .start()?;
     let http = request(&filter, &[("authorization", "Bearer spoofed")])?;
     assert_eq!(values(&http, "authorization"), [format!("Bearer {secret}")]);
-    // The secret never reaches a log line, at any level.
+    // What the filter logged while starting is captured: it says what it configured...
+    assert!(
+        filter.logged(LogLevel::Info, "secret-header: configured"),
+        "{:?}",
+        filter.logs()
+    );
+    assert!(filter.logged(LogLevel::Info, "set 1"), "{:?}", filter.logs());
+    // ...and the secret never reaches a log line, at any level, start-up included.
     for record in filter.logs() {
         assert!(
             !record.message.contains(secret),
@@ -145,8 +153,10 @@ fn every_stream_gets_the_header() -> TestResult {
 }
 
 /// Asserts that `config` (with `env`) is refused by `on_configure`, with an error that names
-/// the module and the reason, and that holds no secret.
-fn assert_refused(config: &str, env: &[(&str, &str)]) {
+/// the module, says that `on_configure` refused it and quotes the filter's reason (which must
+/// contain `reason`, e.g. the offending key), and that neither the error nor anything the
+/// filter logged while starting holds a secret: no value of `env`, none of `secrets`.
+fn assert_refused(config: &str, env: &[(&str, &str)], reason: &str, secrets: &[&str]) {
     let mut harness = Harness::load(wasm("secret_header"))
         .expect("module exists")
         .plugin_config(config);
@@ -168,32 +178,93 @@ fn assert_refused(config: &str, env: &[(&str, &str)]) {
     );
     assert!(
         message.contains("on_configure"),
-        "error does not say why: {message}"
+        "error does not say which step refused: {message}"
     );
-    for (_, value) in env {
+    assert!(
+        message.contains("secret-header: invalid configuration"),
+        "error does not quote the filter's reason: {message}"
+    );
+    assert!(
+        message.contains(reason),
+        "error does not say {reason:?}: {message}"
+    );
+    // The filter explained itself at error level while starting; that is what is quoted.
+    let logs = err.startup_logs();
+    assert!(
+        logs.iter()
+            .any(|r| r.level == LogLevel::Error && r.message.contains(reason)),
+        "config {config}: start-up logs lack the reason: {logs:?}"
+    );
+    let leaks = env.iter().map(|(_, value)| *value).chain(secrets.iter().copied());
+    for secret in leaks {
         assert!(
-            !message.contains(value),
-            "error leaks an env value: {message}"
+            !message.contains(secret),
+            "error leaks {secret:?}: {message}"
         );
+        for record in logs {
+            assert!(
+                !record.message.contains(secret),
+                "start-up log leaks {secret:?}: {record:?}"
+            );
+        }
     }
 }
 
 #[test]
 fn bad_configurations_are_refused_at_load() {
-    assert_refused("not json", &[]);
+    assert_refused("not json", &[], "not valid JSON", &[]);
     assert_refused(
         r#"{"add": {"headers": ["Authorization:x"]}, "typo": {}}"#,
         &[],
-    );
-    assert_refused(r#"{"add": {"headers": ["no-colon-here"]}}"#, &[]);
-    assert_refused(r#"{"add": {"headers": ["bad name:x"]}}"#, &[]);
-    assert_refused(
-        r#"{"set": {"headers": ["x-api-key:a\r\nx-injected: b"]}}"#,
+        "typo",
         &[],
+    );
+    assert_refused(
+        r#"{"add": {"headers": ["no-colon-here"]}}"#,
+        &[],
+        "add.headers[0]",
+        &["no-colon-here"],
+    );
+    assert_refused(
+        r#"{"add": {"headers": ["bad name:x"]}}"#,
+        &[],
+        "add.headers[0]",
+        &[],
+    );
+    assert_refused(
+        r#"{"set": {"headers": ["x-api-key:s3cr3t-a\r\nx-injected: b"]}}"#,
+        &[],
+        "set.headers[0] (header x-api-key)",
+        &["s3cr3t-a", "x-injected"],
+    );
+    assert_refused(
+        r#"{"set": {"headers": ["x-api-key:s3cr3t-one", "X-Api-Key:s3cr3t-two"]}}"#,
+        &[],
+        "set.headers[1]",
+        &["s3cr3t-one", "s3cr3t-two"],
     );
     assert_refused(
         r#"{"set": {"headers": ["x-api-key:{vault://env/NOT_GIVEN}"]}}"#,
         &[],
+        "NOT_GIVEN",
+        &[],
+    );
+}
+
+#[test]
+fn refused_references_never_show_the_resolved_value() {
+    // The variable is set, but its value cannot be used: the reason names the variable only.
+    assert_refused(
+        r#"{"set": {"headers": ["Authorization:Bearer {vault://env/TOKEN}"]}}"#,
+        &[("TOKEN", "s3cr3t-tok\r\nx-evil: 1")],
+        "TOKEN",
+        &["s3cr3t-tok", "x-evil"],
+    );
+    assert_refused(
+        r#"{"set": {"headers": ["x-api-key:{vault://env/KEYS/missing}"]}}"#,
+        &[("KEYS", r#"{"present":"s3cr3t-json"}"#)],
+        "KEYS",
+        &["s3cr3t-json"],
     );
 }
 
@@ -205,10 +276,14 @@ fn the_module_sees_only_the_environment_it_is_given() {
     assert_refused(
         r#"{"set": {"headers": ["x-leak:{vault://env/PATH}"]}}"#,
         &[],
+        "PATH",
+        &[],
     );
     // A variable given to another name does not help either.
     assert_refused(
         r#"{"set": {"headers": ["x-api-key:{vault://env/WANTED}"]}}"#,
         &[("OTHER", "value-of-other")],
+        "WANTED",
+        &[],
     );
 }

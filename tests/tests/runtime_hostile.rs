@@ -3,28 +3,32 @@
 //! A filter that traps, loops forever, exhausts its memory, recurses without end, passes
 //! bad pointers or lengths, has a broken allocator or returns an invalid action fails only
 //! the stream (or tick) it was running, with a [`FaultKind`] saying why, well within a
-//! generous bound (the per-callback deadline is 100 ms); its instance is discarded and the
+//! generous bound (the per-callback deadline here is 500 ms); its instance is discarded and the
 //! next stream runs on a fresh one. Another instance of the same plugin never notices. A
 //! module that cannot start is refused at load with an error naming the module and reason.
 
 use std::time::{Duration, Instant};
 
 use wasmgate_harness::{
-    Action, Error, FaultKind, Filter, Harness, LoadError, Runtime, RuntimeConfig,
+    Action, Error, FaultKind, Filter, Harness, LoadError, LogLevel, Runtime, RuntimeConfig,
 };
 use wasmgate_tests::{wasm, wat};
 
 type TestResult = Result<(), Error>;
 
-/// Far above the 100 ms callback deadline: only a host that fails to stop the guest
+/// Far above the callback deadline: only a host that fails to stop the guest
 /// (or a hung test) gets near it.
 const TERMINATES_WITHIN: Duration = Duration::from_secs(20);
+
+/// The callback deadline of these tests: short enough that loops end quickly, long
+/// enough that a well-behaved callback on a busy machine never hits it.
+const DEADLINE: Duration = Duration::from_millis(500);
 
 /// Deadline for tests whose fault is not the deadline.
 const LONG: Duration = Duration::from_secs(5);
 
 fn hostile(config: &str) -> Result<Filter, Error> {
-    hostile_with_deadline(config, Duration::from_millis(100))
+    hostile_with_deadline(config, DEADLINE)
 }
 
 /// The filter with a chosen deadline. Tests of faults other than the deadline use a long
@@ -129,9 +133,7 @@ fn a_trap_fails_only_its_stream() -> TestResult {
 
 #[test]
 fn an_endless_loop_hits_the_deadline() -> TestResult {
-    misbehaving_stream_fails_alone("loop", Duration::from_millis(100), |k| {
-        matches!(k, FaultKind::Deadline)
-    })
+    misbehaving_stream_fails_alone("loop", DEADLINE, |k| matches!(k, FaultKind::Deadline))
 }
 
 #[test]
@@ -224,6 +226,16 @@ fn a_looping_tick_fails_the_tick_only() -> TestResult {
     );
     // Streams still work, on a fresh instance.
     assert_eq!(good_request(&filter)?, "1");
+    assert_eq!(filter.instances(), 2);
+    // The fresh instance set its own timer, and its tick fails the same way.
+    let err = filter
+        .advance_time(Duration::from_millis(10))
+        .expect_err("on_tick loops again");
+    assert!(
+        matches!(err.fault_kind(), Some(FaultKind::Deadline)),
+        "{err:?}"
+    );
+    assert_eq!(filter.faults().len(), 2);
     Ok(())
 }
 
@@ -391,7 +403,7 @@ fn filters_that_refuse_to_start_are_refused_at_load() -> TestResult {
         Ok(Harness::load(wasm("hostile"))?
             .plugin_config(plugin)
             .vm_config(vm)
-            .callback_deadline(Duration::from_millis(100)))
+            .callback_deadline(DEADLINE))
     };
     refused(
         with("false@configure", "")?,
@@ -415,6 +427,22 @@ fn filters_that_refuse_to_start_are_refused_at_load() -> TestResult {
                 }
             )
         },
+    );
+    // The SDK logs a panic at critical before trapping: the error quotes it, so the
+    // operator sees the filter's own reason, and carries everything logged while starting.
+    let err = with("trap@configure", "")?
+        .start()
+        .expect_err("trap@configure must be refused");
+    assert!(
+        err.to_string().contains("hostile: trap requested"),
+        "{err}"
+    );
+    assert!(
+        err.startup_logs()
+            .iter()
+            .any(|r| r.level == LogLevel::Critical && r.message.contains("trap requested")),
+        "{:?}",
+        err.startup_logs()
     );
     let started = Instant::now();
     refused(

@@ -8,13 +8,19 @@
 //! `cargo build --release --target wasm32-wasip1 -p secret-header` when it is missing
 //! (override the path with `SECRET_HEADER_WASM`).
 //!
-//! Two figures: `request` excludes building the header maps (the embedder's cost, done in
-//! criterion's untimed setup), `request_with_maps` includes cloning them from a template.
+//! Three figures: `request` reuses one stream (warm, steady state: the runtime's and the
+//! filter's cost), `request_with_maps` also builds the two header maps from a template and
+//! drops them (an embedder's cost), `request_noop_module` runs the same six calls into a
+//! module with empty callbacks (the runtime's floor). Each is measured twice: in wall time,
+//! and as `cpu/...` in the thread's CPU time, which a busy machine does not inflate.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use std::time::Duration;
+
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{Criterion, criterion_group, criterion_main};
 use wasmgate_abi::{Action, PluginSpec, Runtime, RuntimeConfig, Stream, WasmSource};
 
 fn wasm_path() -> PathBuf {
@@ -75,7 +81,7 @@ fn fresh(template: &Stream) -> Stream {
     }
 }
 
-fn bench(c: &mut Criterion) {
+fn bench<M: Measurement + 'static>(c: &mut Criterion<M>, prefix: &str) {
     let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
     let mut spec = PluginSpec::new("bench", WasmSource::File(wasm_path()));
     spec.plugin_config =
@@ -98,25 +104,110 @@ fn bench(c: &mut Criterion) {
     );
     vm.finish_stream(&mut s).unwrap();
 
-    let run = |vm: &mut wasmgate_abi::Vm, mut s: Stream| {
-        vm.create_stream(&mut s).unwrap();
-        vm.on_request_headers(&mut s, true).unwrap();
-        vm.on_response_headers(&mut s, false).unwrap();
-        vm.on_log(&mut s).unwrap();
-        vm.finish_stream(&mut s).unwrap();
-        s
+    let run = |vm: &mut wasmgate_abi::Vm, s: &mut Stream| {
+        vm.create_stream(s).unwrap();
+        vm.on_request_headers(s, true).unwrap();
+        vm.on_response_headers(s, false).unwrap();
+        vm.on_log(s).unwrap();
+        vm.finish_stream(s).unwrap();
     };
-    c.bench_function("request", |b| {
-        b.iter_batched(
-            || fresh(&template),
-            |s| run(&mut vm, s),
-            BatchSize::SmallInput,
-        )
+    // Steady state: one stream reused; undoing the filter's edit (removing the injected
+    // header, no allocation) is the only extra work per iteration.
+    let mut s = fresh(&template);
+    c.bench_function(&format!("{prefix}request"), |b| {
+        b.iter(|| {
+            run(&mut vm, &mut s);
+            s.request_headers.remove("authorization");
+        })
     });
-    c.bench_function("request_with_maps", |b| {
-        b.iter(|| run(&mut vm, fresh(&template)))
+    // Plus building the two header maps from a template and dropping them, as an embedder does.
+    c.bench_function(&format!("{prefix}request_with_maps"), |b| {
+        b.iter(|| {
+            let mut s = fresh(&template);
+            run(&mut vm, &mut s);
+            s
+        })
+    });
+
+    // The runtime's own floor: the same six guest calls into a module whose callbacks are empty.
+    let noop = PluginSpec::new(
+        "noop",
+        WasmSource::Bytes {
+            name: "noop.wat".into(),
+            bytes: NOOP_WAT.as_bytes().into(),
+        },
+    );
+    let plugin = runtime.load(noop).expect("load noop");
+    let mut noop_vm = plugin.instantiate().expect("noop vm");
+    let mut s = fresh(&template);
+    c.bench_function(&format!("{prefix}request_noop_module"), |b| {
+        b.iter(|| run(&mut noop_vm, &mut s))
     });
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+const NOOP_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_log") (param i32))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32)))"#;
+
+/// CPU time of the benchmark thread (`CLOCK_THREAD_CPUTIME_ID`), so a figure taken on a busy
+/// shared machine is not inflated by time spent waiting for a core.
+struct CpuTime;
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we pass.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Measurement for CpuTime {
+    type Intermediate = u64;
+    type Value = Duration;
+
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+    fn end(&self, start: u64) -> Duration {
+        Duration::from_nanos(thread_cpu_ns().saturating_sub(start))
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, v: &Duration) -> f64 {
+        v.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        static WALL: WallTime = WallTime;
+        WALL.formatter()
+    }
+}
+
+fn wall(c: &mut Criterion) {
+    bench(c, "");
+}
+
+fn cpu(c: &mut Criterion<CpuTime>) {
+    bench(c, "cpu/");
+}
+
+criterion_group!(wall_time, wall);
+criterion_group! {
+    name = cpu_time;
+    config = Criterion::default().with_measurement(CpuTime);
+    targets = cpu
+}
+criterion_main!(wall_time, cpu_time);

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::logs::LogRecord;
+
 /// A guest callback failed. The [`crate::Vm`] that raised it is broken: drop it and call
 /// [`crate::Plugin::instantiate`] for a fresh one.
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +157,10 @@ pub enum LoadError {
         reason: String,
     },
     /// A start-up callback (`_initialize`, `main`, `_start`, root `proxy_on_context_create`) failed.
-    #[error("filter {plugin}: {module}: {callback} failed: {kind}")]
+    #[error(
+        "filter {plugin}: {module}: {callback} failed: {kind}{}",
+        guest_said(logs)
+    )]
     Start {
         /// Plugin name.
         plugin: String,
@@ -165,27 +170,48 @@ pub enum LoadError {
         callback: &'static str,
         /// How it failed.
         kind: FaultKind,
+        /// What the guest logged while starting (its own explanation, if any).
+        logs: Vec<LogRecord>,
     },
     /// `proxy_on_vm_start` returned false.
     #[error(
-        "filter {plugin}: {module}: proxy_on_vm_start returned false (VM configuration refused)"
+        "filter {plugin}: {module}: proxy_on_vm_start returned false (VM configuration refused){}",
+        guest_said(logs)
     )]
     VmStartFailed {
         /// Plugin name.
         plugin: String,
         /// File path or bytes name.
         module: String,
+        /// What the guest logged while starting (its own explanation, if any).
+        logs: Vec<LogRecord>,
     },
     /// `proxy_on_configure` returned false.
     #[error(
-        "filter {plugin}: {module}: proxy_on_configure returned false (plugin configuration refused)"
+        "filter {plugin}: {module}: proxy_on_configure returned false (plugin configuration refused){}",
+        guest_said(logs)
     )]
     ConfigureFailed {
         /// Plugin name.
         plugin: String,
         /// File path or bytes name.
         module: String,
+        /// What the guest logged while starting (its own explanation, if any).
+        logs: Vec<LogRecord>,
     },
+}
+
+/// The filter's own last error-level log line, quoted, for a start-up error message. Filters
+/// log why they refuse a configuration; that is what an operator needs to see.
+fn guest_said(logs: &[LogRecord]) -> String {
+    use crate::logs::LogLevel;
+    match logs.iter().rev().find(|r| r.level >= LogLevel::Error) {
+        Some(r) => {
+            let msg: String = r.message.chars().take(500).collect();
+            format!("; the filter logged: {msg:?}")
+        }
+        None => String::new(),
+    }
 }
 
 /// Raised by a host function to abort the guest: the call returns this error (as a trap),

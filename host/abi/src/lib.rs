@@ -24,6 +24,8 @@
 //! - [`status`]: ABI status codes and [`Action`].
 //! - [`logs`]: [`LogLevel`], [`LogRecord`] and where guest logs go.
 //! - [`metrics`]: [`MetricKind`], [`MetricSample`]: filter-defined metrics.
+//! - `cache`: the on-disk cache of compiled modules.
+//! - `deadline`: the per-callback CPU deadline on top of epoch interruption.
 //! - `memory`: checked guest memory access and allocation through the guest allocator.
 //! - `properties`: property paths and the attributes derived from a stream.
 //! - `shared`: shared data and queues, process-wide per `vm_id`.
@@ -39,7 +41,9 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let runtime = Runtime::new(RuntimeConfig::default())?;
 //! let mut spec = PluginSpec::new("api/0", WasmSource::File("secret_header.wasm".into()));
-//! spec.plugin_config = br#"{"header":"x-api-key"}"#.to_vec();
+//! // The secret comes from the module's WASI environment, never from the config text.
+//! spec.plugin_config = br#"{"set":{"headers":["x-api-key:{vault://env/API_KEY}"]}}"#.to_vec();
+//! spec.env = vec![("API_KEY".into(), std::env::var("API_KEY")?)];
 //! let plugin = runtime.load(spec)?;
 //! let mut vm = plugin.instantiate()?;
 //!
@@ -47,6 +51,7 @@
 //! stream.request_headers.add(":path", "/");
 //! vm.create_stream(&mut stream)?;
 //! assert_eq!(vm.on_request_headers(&mut stream, true)?, Action::Continue);
+//! assert!(stream.request_headers.get("x-api-key").is_some());
 //! vm.on_log(&mut stream)?;
 //! vm.finish_stream(&mut stream)?;
 //! # Ok(())
@@ -54,6 +59,8 @@
 //! ```
 #![deny(missing_docs)]
 
+mod cache;
+mod deadline;
 pub mod error;
 mod exports;
 pub mod http_call;
@@ -82,3 +89,14 @@ pub use runtime::{Runtime, RuntimeConfig};
 pub use status::{Action, Status};
 pub use stream::{HeaderMap, LocalResponse, MapError, Stream};
 pub use vm::Vm;
+
+// The threading contract embedders rely on: share runtimes and plugins across worker
+// threads, move a Vm to the worker that owns it.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    const fn send<T: Send>() {}
+    send_sync::<Runtime>();
+    send_sync::<Plugin>();
+    send::<Vm>();
+    send::<Stream>();
+};

@@ -11,9 +11,11 @@ pub struct Limits {
     /// Linear memory cap per instance; growth beyond it fails inside the guest, and the
     /// resulting trap is reported as [`crate::FaultKind::OutOfMemory`]. Default 64 MiB.
     pub memory_bytes: usize,
-    /// Wall time one guest callback may run before it is interrupted
-    /// ([`crate::FaultKind::Deadline`]). Measured in epochs, so the granularity is
-    /// [`crate::RuntimeConfig::epoch_interval`]. Default 100 ms.
+    /// Time one guest callback may run before it is interrupted
+    /// ([`crate::FaultKind::Deadline`]). Measured by epoch interruption (granularity
+    /// [`crate::RuntimeConfig::epoch_interval`]); time the thread spends waiting for a core
+    /// does not count, so a loaded machine does not kill healthy callbacks, but a callback is
+    /// always stopped within five times this. Default 100 ms.
     pub callback_deadline: Duration,
     /// Cap on any guest-supplied length (buffer, value, serialized map). Default 16 MiB.
     pub max_buffer_bytes: usize,

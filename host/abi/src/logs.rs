@@ -74,6 +74,9 @@ pub struct LogRecord {
 pub(crate) struct LogSink {
     plugin: Arc<str>,
     capture: AtomicBool,
+    /// While the Vm starts, records are also kept (and still emitted), so a start-up failure
+    /// can carry the guest's own explanation.
+    startup: AtomicBool,
     records: Mutex<Vec<LogRecord>>,
 }
 
@@ -82,6 +85,7 @@ impl LogSink {
         Arc::new(Self {
             plugin,
             capture: AtomicBool::new(false),
+            startup: AtomicBool::new(true),
             records: Mutex::new(Vec::new()),
         })
     }
@@ -94,13 +98,21 @@ impl LogSink {
         self.capture.load(Ordering::Relaxed)
     }
 
+    /// Start-up is over: stop keeping records unless capture is on.
+    pub(crate) fn end_startup(&self) {
+        self.startup.store(false, Ordering::Relaxed);
+        if !self.capturing() {
+            self.take();
+        }
+    }
+
     pub(crate) fn take(&self) -> Vec<LogRecord> {
         std::mem::take(&mut *self.records.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// True when a record at `level` would be kept or emitted.
     pub(crate) fn enabled(&self, level: LogLevel) -> bool {
-        if self.capturing() {
+        if self.capturing() || self.startup.load(Ordering::Relaxed) {
             return true;
         }
         match level {
@@ -118,15 +130,18 @@ impl LogSink {
     pub(crate) fn log(&self, level: LogLevel, message: &[u8]) {
         let message = &message[..message.len().min(MAX_LOG_BYTES)];
         let text = String::from_utf8_lossy(message);
-        if self.capturing() {
+        let capturing = self.capturing();
+        if capturing || self.startup.load(Ordering::Relaxed) {
             let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
             if records.len() < MAX_CAPTURED_LOGS {
                 records.push(LogRecord {
                     level,
-                    message: text.into_owned(),
+                    message: text.to_string(),
                 });
             }
-            return;
+            if capturing {
+                return;
+            }
         }
         let plugin = &*self.plugin;
         match level {

@@ -11,13 +11,13 @@ use wasmtime::{AsContext, Caller, Memory, Trap};
 use crate::error::HostError;
 use crate::state::HostState;
 
-/// The instance's exported memory (validated at load).
+/// The instance's exported memory. It is only missing while the module's own start function
+/// runs during instantiation, before the host has seen the instance.
 #[inline]
-pub(crate) fn memory(caller: &Caller<'_, HostState>) -> Memory {
-    caller
-        .data()
-        .memory
-        .expect("memory is set right after instantiation")
+pub(crate) fn memory(caller: &Caller<'_, HostState>) -> Result<Memory, HostError> {
+    caller.data().memory.ok_or_else(|| {
+        HostError::MemoryAccess("host function called before instantiation finished".into())
+    })
 }
 
 /// `len` bytes at `ptr`, refusing lengths over `max` and ranges outside memory.
@@ -103,10 +103,17 @@ pub(crate) fn guest_alloc(caller: &mut Caller<'_, HostState>, len: usize) -> was
     let Ok(len32) = i32::try_from(len) else {
         return Err(HostError::Limit(format!("cannot return {len} bytes to the guest")).into());
     };
-    let Some(alloc) = caller.data().alloc.clone() else {
-        return Err(HostError::Allocator("the module exports no allocator".into()).into());
+    // Taken out of the store for the call (no clone on the hot path); an allocator that
+    // calls back into a host function needing it finds None and fails cleanly.
+    let Some(alloc) = caller.data_mut().alloc.take() else {
+        return Err(HostError::Allocator(
+            "the allocator is unavailable (re-entered from a host function)".into(),
+        )
+        .into());
     };
-    let ptr = match alloc.call(&mut *caller, len32) {
+    let result = alloc.call(&mut *caller, len32);
+    caller.data_mut().alloc = Some(alloc);
+    let ptr = match result {
         Ok(ptr) => ptr as u32,
         Err(err) => {
             return Err(match err.downcast_ref::<Trap>() {
@@ -124,7 +131,7 @@ pub(crate) fn guest_alloc(caller: &mut Caller<'_, HostState>, len: usize) -> was
             HostError::Allocator(format!("allocation of {len} bytes returned null")).into(),
         );
     }
-    let size = memory(caller).data_size(caller.as_context());
+    let size = memory(caller)?.data_size(caller.as_context());
     if (ptr as usize).checked_add(len).is_none_or(|end| end > size) {
         return Err(HostError::Allocator(format!(
             "allocation of {len} bytes returned {ptr}, outside guest memory of {size} bytes"
@@ -151,7 +158,7 @@ pub(crate) fn return_value(
     } else {
         guest_alloc(caller, len)?
     };
-    let memory = memory(caller);
+    let memory = memory(caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut *caller);
     if len != 0 {
         let start = ptr as usize;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use wasmtime::{ExternType, InstancePre, Module, ValType};
 
+use crate::deadline::Deadline;
 use crate::error::LoadError;
 use crate::limits::Limits;
 use crate::metrics::{MetricSample, MetricsRegistry};
@@ -108,7 +109,7 @@ pub(crate) struct PluginInner {
     pub(crate) pre: InstancePre<HostState>,
     pub(crate) abi: AbiVersion,
     pub(crate) allocator: &'static str,
-    pub(crate) deadline_ticks: u64,
+    pub(crate) deadline: Deadline,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -127,7 +128,11 @@ impl Plugin {
         let module_name = spec.wasm.describe();
         let engine = &runtime.inner.engine;
         let compile = |bytes: &[u8]| {
-            Module::new(engine, bytes).map_err(|e| LoadError::Compile {
+            let compiled = match &runtime.inner.cache {
+                Some(cache) => cache.load_or_compile(engine, bytes),
+                None => Module::new(engine, bytes),
+            };
+            compiled.map_err(|e| LoadError::Compile {
                 plugin: plugin.clone(),
                 module: module_name.clone(),
                 reason: format!("{e:#}"),
@@ -154,7 +159,7 @@ impl Plugin {
                 module: module_name.clone(),
                 reason: format!("{e:#}"),
             })?;
-        let deadline_ticks = runtime.deadline_ticks(spec.limits.callback_deadline);
+        let deadline = runtime.deadline_for(spec.limits.callback_deadline);
         let shared = Arc::new(PluginShared {
             name: Arc::from(spec.name.as_str()),
             module: module_name,
@@ -169,7 +174,7 @@ impl Plugin {
                 pre,
                 abi,
                 allocator,
-                deadline_ticks,
+                deadline,
             }),
         };
         // Validate by starting it once: _initialize, root context, on_vm_start, on_configure.
@@ -203,7 +208,17 @@ impl Plugin {
     ///
     /// [`LoadError`] naming the plugin, module and the failing step.
     pub fn instantiate(&self) -> Result<Vm, LoadError> {
-        Vm::new(self.clone())
+        Vm::new(self.clone(), false)
+    }
+
+    /// Like [`Plugin::instantiate`], with log capture on from the first instruction, so
+    /// [`Vm::take_logs`] also returns what the guest logged while starting (the harness).
+    ///
+    /// # Errors
+    ///
+    /// As [`Plugin::instantiate`].
+    pub fn instantiate_capturing(&self) -> Result<Vm, LoadError> {
+        Vm::new(self.clone(), true)
     }
 
     /// Metrics the filter defined (proxy_define_metric), shared by all of this plugin's Vms.

@@ -22,8 +22,7 @@ pub(crate) fn dotted(path: &[u8]) -> Option<String> {
 
 /// The value of property `key` as the guest should see it.
 pub(crate) fn lookup(state: &HostState, key: &str) -> Option<Vec<u8>> {
-    if state.has_stream {
-        let stream = &state.stream;
+    if let Some(stream) = state.stream.get() {
         if let Some(v) = stream.properties.get(key) {
             return Some(v.clone());
         }

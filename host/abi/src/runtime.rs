@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use wasmtime::{Engine, Linker};
 
+use crate::cache::ModuleCache;
+use crate::deadline::Deadline;
 use crate::error::LoadError;
 use crate::plugin::{Plugin, PluginSpec};
 use crate::shared::{SetOutcome, SharedState};
@@ -17,7 +19,8 @@ use crate::state::HostState;
 /// Engine-wide settings.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
-    /// On-disk cache of precompiled modules (wasmtime `cache` feature or own serialize); None = memory only.
+    /// On-disk cache of precompiled modules (own serialize, see `cache`); None = memory only.
+    /// The directory must be trusted: cached artifacts are machine code.
     pub cache_dir: Option<PathBuf>,
     /// How often the epoch ticker thread bumps the engine epoch (deadline granularity). Default 5 ms.
     pub epoch_interval: Duration,
@@ -41,6 +44,7 @@ pub struct Runtime {
 pub(crate) struct RuntimeInner {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<HostState>,
+    pub(crate) cache: Option<ModuleCache>,
     pub(crate) shared: Arc<SharedState>,
     pub(crate) config: RuntimeConfig,
     ticker_stop: Arc<AtomicBool>,
@@ -73,22 +77,13 @@ impl Runtime {
         let mut wasm = wasmtime::Config::new();
         // The per-callback CPU deadline: the ticker bumps the epoch, stores trap at their deadline.
         wasm.epoch_interruption(true);
-        if let Some(dir) = &config.cache_dir {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                engine_err(
-                    &format!("cannot create cache directory {}", dir.display()),
-                    &e,
-                )
-            })?;
-            let dir = std::path::absolute(dir)
-                .map_err(|e| engine_err(&format!("cache directory {}", dir.display()), &e))?;
-            let mut cache = wasmtime::CacheConfig::new();
-            cache.with_directory(dir.clone());
-            let cache = wasmtime::Cache::new(cache)
-                .map_err(|e| engine_err(&format!("module cache in {}", dir.display()), &e))?;
-            wasm.cache(Some(cache));
-        }
         let engine = Engine::new(&wasm).map_err(|e| engine_err("engine", &e))?;
+        let cache = match &config.cache_dir {
+            Some(dir) => Some(ModuleCache::new(dir, &engine).map_err(|e| {
+                engine_err(&format!("module cache directory {}", dir.display()), &e)
+            })?),
+            None => None,
+        };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)
             .map_err(|e| engine_err("linking WASI", &e))?;
@@ -102,6 +97,7 @@ impl Runtime {
             inner: Arc::new(RuntimeInner {
                 engine,
                 linker,
+                cache,
                 shared: Arc::new(SharedState::default()),
                 config,
                 ticker_stop,
@@ -135,11 +131,17 @@ impl Runtime {
         self.inner.shared.set(vm_id, key, value, 0) == SetOutcome::Ok
     }
 
-    /// Epoch ticks a callback may run for `deadline`: rounded up, plus one because the
-    /// current tick is already partly over.
-    pub(crate) fn deadline_ticks(&self, deadline: Duration) -> u64 {
-        let interval = self.inner.config.epoch_interval.as_nanos().max(1);
-        (deadline.as_nanos().div_ceil(interval) as u64).saturating_add(1)
+    /// The deadline windows for a callback deadline: half of it each, in whole epoch ticks
+    /// (at least one), see `crate::deadline`.
+    pub(crate) fn deadline_for(&self, deadline: Duration) -> Deadline {
+        let interval = self
+            .inner
+            .config
+            .epoch_interval
+            .max(Duration::from_nanos(1));
+        let half = deadline / 2;
+        let ticks = (half.as_nanos().div_ceil(interval.as_nanos()) as u64).max(1);
+        Deadline::new(ticks, half.max(interval))
     }
 }
 

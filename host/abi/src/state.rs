@@ -1,12 +1,14 @@
 //! [`HostState`]: the data of one wasmtime store, i.e. everything host functions can reach.
 
 use std::collections::HashMap;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use wasmtime::{Memory, ResourceLimiter, TypedFunc};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
+use crate::deadline::Deadline;
 use crate::http_call::{HttpCallRequest, HttpCallResponse};
 use crate::limits::MAX_TABLE_ELEMENTS;
 use crate::logs::{GuestStdio, LogLevel, LogSink};
@@ -19,14 +21,15 @@ use crate::stream::Stream;
 pub(crate) struct HostState {
     /// WASI preview 1 context (no files, embedder-chosen env, stdio into the log).
     pub(crate) wasi: WasiP1Ctx,
+    /// CPU deadline bookkeeping of the running callback.
+    pub(crate) deadline: Deadline,
     /// Memory cap; remembers whether a growth was refused.
     pub(crate) limiter: MemoryLimiter,
     /// Plugin-wide data: spec, metrics registry, runtime-wide shared data.
     pub(crate) plugin: Arc<PluginShared>,
-    /// The stream of the running callback (moved in and out by the Vm).
-    pub(crate) stream: Stream,
-    /// Whether `stream` holds a real stream (false during root-context callbacks).
-    pub(crate) has_stream: bool,
+    /// The stream of the running callback, lent by the Vm for one guest call (empty during
+    /// root-context callbacks).
+    pub(crate) stream: StreamSlot,
     /// Id of the root context.
     pub(crate) root_context_id: u32,
     /// Next context id the Vm will hand out (ids below it were issued).
@@ -108,5 +111,47 @@ impl ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// The embedder's [`Stream`], lent to host functions for the duration of one guest call.
+///
+/// Moving a `Stream` (about 300 bytes) into the store and back around every callback cost more
+/// than the rest of the host side of a request, so the store borrows it by pointer instead.
+/// The pointer is only ever set by `Core::with_stream` (vm.rs), which holds the embedder's
+/// `&mut Stream` for exactly as long as the pointer is set and clears it before returning,
+/// also when unwinding. Host functions only run inside that window (they are called by the
+/// guest, which only runs inside `Core::call`), so every dereference sees a live, exclusively
+/// borrowed `Stream`.
+#[derive(Default)]
+pub(crate) struct StreamSlot(Option<NonNull<Stream>>);
+
+// SAFETY: the slot is empty whenever the store can change threads (between calls); while it
+// is set, the `&mut Stream` it came from is held by the thread running the call.
+unsafe impl Send for StreamSlot {}
+
+impl StreamSlot {
+    /// The lent stream, if a stream callback is running.
+    #[inline]
+    pub(crate) fn get(&self) -> Option<&Stream> {
+        // SAFETY: see the type docs; `&self` keeps `get_mut` from handing out an alias.
+        self.0.map(|p| unsafe { &*p.as_ptr() })
+    }
+
+    /// The lent stream, mutably.
+    #[inline]
+    pub(crate) fn get_mut(&mut self) -> Option<&mut Stream> {
+        // SAFETY: see the type docs; `&mut self` makes this the only live reference.
+        self.0.map(|p| unsafe { &mut *p.as_ptr() })
+    }
+
+    #[inline]
+    pub(crate) fn set(&mut self, stream: &mut Stream) {
+        self.0 = Some(NonNull::from(stream));
+    }
+
+    #[inline]
+    pub(crate) fn clear(&mut self) {
+        self.0 = None;
     }
 }

@@ -1,7 +1,8 @@
 //! Per-request state: [`HeaderMap`], [`Stream`] and [`LocalResponse`].
 //!
-//! The embedder owns a [`Stream`] between callbacks; for the duration of one callback
-//! the runtime moves it into the wasmtime store so host functions can read and change it.
+//! The embedder owns a [`Stream`] between callbacks; for the duration of one callback the
+//! runtime lends it to the store's host functions (by reference, without copying it) so
+//! they can read and change it.
 
 use std::collections::HashMap;
 
@@ -293,7 +294,7 @@ pub struct LocalResponse {
     pub grpc_status: i32,
 }
 
-/// Per-request state, owned by the embedder between callbacks (moved into the Store for a call).
+/// Per-request state, owned by the embedder between callbacks (lent to the Store's host functions for a call).
 #[derive(Debug, Default)]
 pub struct Stream {
     /// Context id the runtime assigned in [`crate::Vm::create_stream`]; 0 before that.

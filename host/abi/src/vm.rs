@@ -1,22 +1,20 @@
 //! [`Vm`]: one wasmtime store + instance of a plugin with its root context, and the
 //! proxy-wasm lifecycle calls into it.
 //!
-//! Every callback export is looked up once at instantiation and kept as a `TypedFunc`. Before
-//! each call the epoch deadline is re-armed and the stream is moved into the store; after it,
-//! the stream is moved back, whatever the outcome. Any failure marks the Vm broken.
+//! Every callback export is looked up once at instantiation (`start`) and kept as a
+//! `TypedFunc`. Before each call the epoch deadline is re-armed and the embedder's stream is
+//! lent to the store's host functions; after it, the stream is taken back, whatever the
+//! outcome. Any failure marks the Vm broken.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use wasmtime::{Instance, Store, TypedFunc, WasmParams, WasmResults};
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime::{Store, TypedFunc, WasmParams, WasmResults};
 
-use crate::error::{Fault, FaultKind, LoadError, classify};
+use crate::error::{Fault, FaultKind, classify};
 use crate::http_call::{HttpCallRequest, HttpCallResponse};
-use crate::logs::{GuestStdio, LogLevel, LogRecord, LogSink};
-use crate::metrics::MetricCache;
+use crate::logs::{LogLevel, LogRecord};
 use crate::plugin::Plugin;
-use crate::state::{HostState, MemoryLimiter};
+use crate::state::HostState;
 use crate::status::Action;
 use crate::stream::Stream;
 
@@ -61,7 +59,7 @@ struct Core {
     plugin: Plugin,
     store: Store<HostState>,
     broken: bool,
-    deadline_ticks: u64,
+    window_ticks: u64,
 }
 
 impl std::fmt::Debug for Vm {
@@ -70,218 +68,6 @@ impl std::fmt::Debug for Vm {
             .field("plugin", &self.core.plugin.name())
             .field("broken", &self.core.broken)
             .finish_non_exhaustive()
-    }
-}
-
-// === impl Vm: start-up ===
-
-impl Vm {
-    pub(crate) fn new(plugin: Plugin) -> Result<Vm, LoadError> {
-        let inner = plugin.inner.clone();
-        let shared = inner.shared.clone();
-        let spec = &shared.spec;
-        let start_err = |callback: &'static str, kind: FaultKind| LoadError::Start {
-            plugin: spec.name.clone(),
-            module: shared.module.clone(),
-            callback,
-            kind,
-        };
-
-        let logs = LogSink::new(shared.name.clone());
-        let wasi = WasiCtxBuilder::new().envs(&spec.env).build_p1();
-        let state = HostState {
-            wasi,
-            limiter: MemoryLimiter {
-                max_memory: spec.limits.memory_bytes,
-                oom: false,
-            },
-            plugin: shared.clone(),
-            stream: Stream::default(),
-            has_stream: false,
-            root_context_id: ROOT_CONTEXT_ID,
-            next_context_id: ROOT_CONTEXT_ID + 1,
-            effective_context: ROOT_CONTEXT_ID,
-            alloc: None,
-            memory: None,
-            scratch: Vec::new(),
-            http_calls: Vec::new(),
-            next_token: 1,
-            http_response: None,
-            tick_period: None,
-            stdout: GuestStdio::new(logs.clone(), LogLevel::Info),
-            stderr: GuestStdio::new(logs.clone(), LogLevel::Error),
-            logs,
-            log_level: None,
-            root_properties: Default::default(),
-            metrics: MetricCache::default(),
-            queue_notify: Arc::default(),
-            done_calls: 0,
-            clock: None,
-        };
-        let mut store = Store::new(&inner.runtime.inner.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(inner.deadline_ticks);
-
-        let instance = inner.pre.instantiate(&mut store).map_err(|e| {
-            let reason = if store.data().limiter.oom {
-                format!(
-                    "initial memory exceeds the limit of {} bytes",
-                    spec.limits.memory_bytes
-                )
-            } else {
-                format!("{e:#}")
-            };
-            LoadError::Instantiate {
-                plugin: spec.name.clone(),
-                module: shared.module.clone(),
-                reason,
-            }
-        })?;
-        let memory =
-            instance
-                .get_memory(&mut store, "memory")
-                .ok_or_else(|| LoadError::MissingMemory {
-                    plugin: spec.name.clone(),
-                    module: shared.module.clone(),
-                })?;
-        let alloc = instance
-            .get_typed_func::<i32, i32>(&mut store, inner.allocator)
-            .map_err(|_| LoadError::MissingAllocator {
-                plugin: spec.name.clone(),
-                module: shared.module.clone(),
-            })?;
-        store.data_mut().memory = Some(memory);
-        store.data_mut().alloc = Some(alloc);
-
-        let mut lookup = Lookup {
-            instance: &instance,
-            store: &mut store,
-            plugin: &spec.name,
-            module: &shared.module,
-        };
-        let cb = Callbacks {
-            context_create: lookup.get("proxy_on_context_create")?,
-            vm_start: lookup.get("proxy_on_vm_start")?,
-            configure: lookup.get("proxy_on_configure")?,
-            request_headers: lookup.get("proxy_on_request_headers")?,
-            request_body: lookup.get("proxy_on_request_body")?,
-            request_trailers: lookup.get("proxy_on_request_trailers")?,
-            response_headers: lookup.get("proxy_on_response_headers")?,
-            response_body: lookup.get("proxy_on_response_body")?,
-            response_trailers: lookup.get("proxy_on_response_trailers")?,
-            log: lookup.get("proxy_on_log")?,
-            done: lookup.get("proxy_on_done")?,
-            delete: lookup.get("proxy_on_delete")?,
-            http_call_response: lookup.get("proxy_on_http_call_response")?,
-            tick: lookup.get("proxy_on_tick")?,
-            queue_ready: lookup.get("proxy_on_queue_ready")?,
-        };
-        let initialize: Option<TypedFunc<(), ()>> = lookup.get("_initialize")?;
-        let main: Option<TypedFunc<(i32, i32), i32>> = lookup.get("main")?;
-        let main_void: Option<TypedFunc<(), i32>> = lookup.get("__main_void")?;
-        let start: Option<TypedFunc<(), ()>> = lookup.get("_start")?;
-
-        let deadline_ticks = inner.deadline_ticks;
-        let mut vm = Vm {
-            core: Core {
-                plugin,
-                store,
-                broken: false,
-                deadline_ticks,
-            },
-            cb,
-        };
-        // Reactor start-up (spec §integration): _initialize, then main if present;
-        // a command module (no _initialize) runs _start instead.
-        if let Some(init) = initialize {
-            vm.core.call("_initialize", &init, ())
-                .map_err(|f| start_err(f.callback, f.kind))?;
-            if let Some(main) = main {
-                vm.core.call("main", &main, (0, 0))
-                    .map_err(|f| start_err(f.callback, f.kind))?;
-            } else if let Some(main) = main_void {
-                vm.core.call("__main_void", &main, ())
-                    .map_err(|f| start_err(f.callback, f.kind))?;
-            }
-        } else if let Some(start) = start {
-            match vm.core.call("_start", &start, ()) {
-                Ok(()) => {}
-                // proc_exit(0) at the end of _start is a normal return.
-                Err(f) if f.kind == FaultKind::Exit(0) => {
-                    vm.core.broken = false;
-                }
-                Err(f) => return Err(start_err(f.callback, f.kind)),
-            }
-        }
-        if let Some(create) = &vm.cb.context_create {
-            vm.core.call(
-                "proxy_on_context_create",
-                create,
-                (ROOT_CONTEXT_ID as i32, 0),
-            )
-            .map_err(|f| start_err(f.callback, f.kind))?;
-        }
-        if let Some(vm_start) = &vm.cb.vm_start {
-            let size = spec.vm_config.len() as i32;
-            let ok = vm
-                .call(
-                    "proxy_on_vm_start",
-                    vm_start,
-                    (ROOT_CONTEXT_ID as i32, size),
-                )
-                .map_err(|f| start_err(f.callback, f.kind))?;
-            if ok == 0 {
-                return Err(LoadError::VmStartFailed {
-                    plugin: spec.name.clone(),
-                    module: shared.module.clone(),
-                });
-            }
-        }
-        if let Some(configure) = &vm.cb.configure {
-            let size = spec.plugin_config.len() as i32;
-            let ok = vm
-                .call(
-                    "proxy_on_configure",
-                    configure,
-                    (ROOT_CONTEXT_ID as i32, size),
-                )
-                .map_err(|f| start_err(f.callback, f.kind))?;
-            if ok == 0 {
-                return Err(LoadError::ConfigureFailed {
-                    plugin: spec.name.clone(),
-                    module: shared.module.clone(),
-                });
-            }
-        }
-        Ok(vm)
-    }
-}
-
-/// Looks up optional typed exports, turning a type mismatch into a [`LoadError::BadExport`].
-struct Lookup<'a> {
-    instance: &'a Instance,
-    store: &'a mut Store<HostState>,
-    plugin: &'a str,
-    module: &'a str,
-}
-
-impl Lookup<'_> {
-    fn get<P: WasmParams, R: WasmResults>(
-        &mut self,
-        name: &str,
-    ) -> Result<Option<TypedFunc<P, R>>, LoadError> {
-        let Some(func) = self.instance.get_func(&mut *self.store, name) else {
-            return Ok(None);
-        };
-        func.typed::<P, R>(&*self.store)
-            .map(Some)
-            .map_err(|e| LoadError::BadExport {
-                plugin: self.plugin.to_string(),
-                module: self.module.to_string(),
-                export: name.to_string(),
-                reason: format!("{e:#}"),
-            })
     }
 }
 
@@ -296,8 +82,10 @@ impl Core {
         func: &TypedFunc<P, R>,
         params: P,
     ) -> Result<R, Fault> {
-        self.store.set_epoch_deadline(self.deadline_ticks);
-        self.store.data_mut().limiter.oom = false;
+        self.store.set_epoch_deadline(self.window_ticks);
+        let state = self.store.data_mut();
+        state.limiter.oom = false;
+        state.deadline.arm();
         match func.call(&mut self.store, params) {
             Ok(r) => Ok(r),
             Err(err) => {
@@ -324,24 +112,26 @@ impl Core {
         Ok(())
     }
 
-    /// Runs `f` with `s` moved into the store, and always moves it back.
+    /// Runs `f` with `s` lent to the store's host functions, and always takes it back.
     #[inline]
     fn with_stream<R>(
         &mut self,
         s: &mut Stream,
         f: impl FnOnce(&mut Self, i32) -> Result<R, Fault>,
     ) -> Result<R, Fault> {
+        let ctx = s.context_id;
         let st = self.store.data_mut();
-        std::mem::swap(&mut st.stream, s);
-        st.has_stream = true;
-        st.effective_context = st.stream.context_id;
-        let ctx = st.stream.context_id as i32;
-        let result = f(self, ctx);
+        st.effective_context = ctx;
+        st.stream.set(s);
+        // Take the stream back even if something panics, so the slot never dangles.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self, ctx as i32)));
         let st = self.store.data_mut();
-        std::mem::swap(&mut st.stream, s);
-        st.has_stream = false;
+        st.stream.clear();
         st.effective_context = st.root_context_id;
-        result
+        match result {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 
     #[inline]
@@ -420,7 +210,8 @@ impl Vm {
         let Some(func) = &self.cb.context_create else {
             return Ok(());
         };
-        self.core.call(CB, func, (id as i32, ROOT_CONTEXT_ID as i32))
+        self.core
+            .call(CB, func, (id as i32, ROOT_CONTEXT_ID as i32))
     }
 
     /// Calls `proxy_on_request_headers(ctx, number of headers, end_of_stream)`.
@@ -436,7 +227,11 @@ impl Vm {
     }
 
     /// The guest sees s.request_body as HTTP_REQUEST_BODY (size passed = its len).
-    pub fn on_request_body(&mut self, s: &mut Stream, end_of_stream: bool) -> Result<Action, Fault> {
+    pub fn on_request_body(
+        &mut self,
+        s: &mut Stream,
+        end_of_stream: bool,
+    ) -> Result<Action, Fault> {
         let n = s.request_body.len();
         let f = self.cb.request_body.as_ref();
         self.core
@@ -447,7 +242,8 @@ impl Vm {
     pub fn on_request_trailers(&mut self, s: &mut Stream) -> Result<Action, Fault> {
         let n = s.request_trailers.len();
         let f = self.cb.request_trailers.as_ref();
-        self.core.stream_action2(s, "proxy_on_request_trailers", f, n)
+        self.core
+            .stream_action2(s, "proxy_on_request_trailers", f, n)
     }
 
     /// Calls `proxy_on_response_headers(ctx, number of headers, end_of_stream)`.
@@ -463,7 +259,11 @@ impl Vm {
     }
 
     /// The guest sees s.response_body as HTTP_RESPONSE_BODY (size passed = its len).
-    pub fn on_response_body(&mut self, s: &mut Stream, end_of_stream: bool) -> Result<Action, Fault> {
+    pub fn on_response_body(
+        &mut self,
+        s: &mut Stream,
+        end_of_stream: bool,
+    ) -> Result<Action, Fault> {
         let n = s.response_body.len();
         let f = self.cb.response_body.as_ref();
         self.core
@@ -474,7 +274,8 @@ impl Vm {
     pub fn on_response_trailers(&mut self, s: &mut Stream) -> Result<Action, Fault> {
         let n = s.response_trailers.len();
         let f = self.cb.response_trailers.as_ref();
-        self.core.stream_action2(s, "proxy_on_response_trailers", f, n)
+        self.core
+            .stream_action2(s, "proxy_on_response_trailers", f, n)
     }
 
     /// Calls `proxy_on_log(ctx)`; header maps stay readable.
@@ -484,7 +285,8 @@ impl Vm {
         let Some(func) = &self.cb.log else {
             return Ok(());
         };
-        self.core.with_stream(s, |core, ctx| core.call(CB, func, ctx))
+        self.core
+            .with_stream(s, |core, ctx| core.call(CB, func, ctx))
     }
 
     /// proxy_on_done then proxy_on_delete; the context id is dead afterwards.
@@ -508,6 +310,10 @@ impl Vm {
 
     /// Deliver an http call result. `stream` is the stream whose callback dispatched the call
     /// (None for calls from the root context, e.g. on_tick). resp None = the call failed.
+    ///
+    /// Only the stream passed here is reachable from the callback: stream operations on any
+    /// other context (say, a root context resuming a stream it did not dispatch from) get
+    /// BAD_ARGUMENT, like Envoy answers for a context it cannot find.
     pub fn on_http_call_response(
         &mut self,
         stream: Option<&mut Stream>,
@@ -529,7 +335,9 @@ impl Vm {
         self.core.store.data_mut().http_response = resp;
         let params = (ROOT_CONTEXT_ID as i32, token as i32, nh, nb, nt);
         let result = match stream {
-            Some(s) => self.core.with_stream(s, |core, _| core.call(CB, func, params)),
+            Some(s) => self
+                .core
+                .with_stream(s, |core, _| core.call(CB, func, params)),
             None => self.core.call(CB, func, params),
         };
         self.core.store.data_mut().http_response = None;
@@ -609,5 +417,6 @@ impl Vm {
     }
 }
 
+mod start;
 #[cfg(test)]
 mod tests;

@@ -11,8 +11,14 @@ use http::HeaderMap;
 use crate::config::AccessLogConfig;
 
 /// Headers whose values are never logged.
-const SENSITIVE: [&str; 6] =
-    ["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"];
+const SENSITIVE: [&str; 6] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "x-auth-token",
+];
 
 /// Shown instead of a hidden value.
 pub const REDACTED: &str = "<redacted>";
@@ -49,7 +55,10 @@ pub struct Entry<'a> {
 
 /// Whether a header's value must not be logged.
 pub fn is_sensitive(name: &str) -> bool {
-    SENSITIVE.contains(&name) || ["token", "secret", "password", "api-key", "apikey"].iter().any(|w| name.contains(w))
+    SENSITIVE.contains(&name)
+        || ["token", "secret", "password", "api-key", "apikey"]
+            .iter()
+            .any(|w| name.contains(w))
 }
 
 impl AccessLog {
@@ -60,7 +69,9 @@ impl AccessLog {
             headers: conf
                 .headers
                 .iter()
-                .filter_map(|h| http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok())
+                .filter_map(|h| {
+                    http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok()
+                })
                 .collect(),
         }
     }
@@ -72,12 +83,20 @@ impl AccessLog {
 
     /// The configured headers' values before filters ran, to spot injections.
     pub fn before(&self, headers: &HeaderMap) -> Vec<Option<http::HeaderValue>> {
-        self.headers.iter().map(|n| headers.get(n).cloned()).collect()
+        self.headers
+            .iter()
+            .map(|n| headers.get(n).cloned())
+            .collect()
     }
 
     /// Emits the line. `sent` are the headers as sent upstream, `before` from
     /// [`AccessLog::before`] (empty when no filter ran).
-    pub fn log(&self, e: &Entry<'_>, sent: Option<&HeaderMap>, before: &[Option<http::HeaderValue>]) {
+    pub fn log(
+        &self,
+        e: &Entry<'_>,
+        sent: Option<&HeaderMap>,
+        before: &[Option<http::HeaderValue>],
+    ) {
         if !self.enabled {
             return;
         }
@@ -104,7 +123,9 @@ impl AccessLog {
     fn render_headers(&self, sent: &HeaderMap, before: &[Option<http::HeaderValue>]) -> String {
         let mut out = String::new();
         for (i, name) in self.headers.iter().enumerate() {
-            let Some(value) = sent.get(name) else { continue };
+            let Some(value) = sent.get(name) else {
+                continue;
+            };
             let injected = before.get(i).is_some_and(|b| b.as_ref() != Some(value));
             let shown = if injected || is_sensitive(name.as_str()) {
                 REDACTED
@@ -129,7 +150,11 @@ mod tests {
     #[test]
     fn redacts_sensitive_and_injected() {
         let log = AccessLog::new(&AccessLogConfig {
-            headers: vec!["User-Agent".into(), "authorization".into(), "x-injected".into()],
+            headers: vec![
+                "User-Agent".into(),
+                "authorization".into(),
+                "x-injected".into(),
+            ],
             ..Default::default()
         });
         let mut before = HeaderMap::new();
@@ -140,7 +165,10 @@ mod tests {
         sent.insert("authorization", "Bearer s3cret".parse().unwrap());
         sent.insert("x-injected", "s3cret".parse().unwrap());
         let text = log.render_headers(&sent, &before);
-        assert_eq!(text, "user-agent=curl, authorization=<redacted>, x-injected=<redacted>");
+        assert_eq!(
+            text,
+            "user-agent=curl, authorization=<redacted>, x-injected=<redacted>"
+        );
         assert!(!text.contains("s3cret"));
     }
 }

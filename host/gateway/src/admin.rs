@@ -35,7 +35,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(respond(req, &shared).await) }
             });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
         });
     }
 }
@@ -43,7 +45,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
 fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Response<Body> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     response
 }
 
@@ -58,8 +63,15 @@ async fn respond(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body>
             }
         }
         (&Method::GET, "/metrics") => {
-            let collector = StatsCollector { stats: shared.stats.clone(), filters: shared.clone() };
-            text(StatusCode::OK, render(collector), "application/openmetrics-text; version=1.0.0; charset=utf-8")
+            let collector = StatsCollector {
+                stats: shared.stats.clone(),
+                filters: shared.clone(),
+            };
+            text(
+                StatusCode::OK,
+                render(collector),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
         }
         (&Method::GET, "/config") => {
             let snapshot = shared.snapshot.load_full();
@@ -73,14 +85,32 @@ async fn respond(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body>
             // Compiling modules is CPU work: keep it off the event loop.
             let result = tokio::task::spawn_blocking(move || shared.reload(None)).await;
             match result {
-                Ok(Ok(generation)) => text(StatusCode::OK, format!("reloaded: generation {generation}\n"), PLAIN),
-                Ok(Err(errors)) => text(StatusCode::BAD_REQUEST, format!("reload rejected:\n{errors}\n"), PLAIN),
-                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("reload failed: {e}\n"), PLAIN),
+                Ok(Ok(generation)) => text(
+                    StatusCode::OK,
+                    format!("reloaded: generation {generation}\n"),
+                    PLAIN,
+                ),
+                Ok(Err(errors)) => text(
+                    StatusCode::BAD_REQUEST,
+                    format!("reload rejected:\n{errors}\n"),
+                    PLAIN,
+                ),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("reload failed: {e}\n"),
+                    PLAIN,
+                ),
             }
         }
-        (_, "/ready" | "/metrics" | "/config" | "/reload") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n", PLAIN)
-        }
-        _ => text(StatusCode::NOT_FOUND, "not found: try /ready, /metrics, /config, POST /reload\n", PLAIN),
+        (_, "/ready" | "/metrics" | "/config" | "/reload") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n",
+            PLAIN,
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /ready, /metrics, /config, POST /reload\n",
+            PLAIN,
+        ),
     }
 }

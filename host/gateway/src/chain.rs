@@ -17,10 +17,9 @@
 //! Vm is discarded and the next request instantiates a fresh one.
 
 use std::{
-    cell::RefCell,
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::{
-        Arc, Weak,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -30,6 +29,10 @@ use wasmgate_abi::{Action, Fault, HttpCallRequest, Plugin, Stream, Vm};
 use crate::{config::OnError, error::ProxyError, metrics::FilterStats, upstream::Upstream};
 
 mod http_call;
+mod instances;
+pub mod timers;
+
+use instances::{replace_vm, with_vm};
 
 static NEXT_CHAIN: AtomicU64 = AtomicU64::new(1);
 
@@ -58,26 +61,10 @@ pub struct Chain {
 
 impl std::fmt::Debug for Chain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Chain").field("route", &self.route).finish_non_exhaustive()
+        f.debug_struct("Chain")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
     }
-}
-
-/// A worker's instance of one filter.
-struct Slot {
-    vm: Option<Vm>,
-    /// Bumped whenever the Vm is replaced: streams created on an older
-    /// incarnation lost their context.
-    incarnation: u64,
-}
-
-/// A worker's instances of one chain's filters.
-struct WorkerChain {
-    chain: Weak<Chain>,
-    slots: Vec<Slot>,
-}
-
-thread_local! {
-    static VMS: RefCell<HashMap<u64, WorkerChain>> = RefCell::new(HashMap::new());
 }
 
 /// Where a phase leaves the request.
@@ -118,31 +105,50 @@ pub struct FilterRun {
     members: Vec<Member>,
     /// Http calls dispatched and not answered yet, with the filter index.
     calls: Vec<(usize, HttpCallRequest)>,
-    /// Body bytes held back by a filter that paused a body phase.
+    /// Body bytes held back by a filter that paused a body phase (allocated
+    /// on first use).
     held: Vec<Vec<u8>>,
     finished: bool,
 }
 
 impl Chain {
     /// Assembles a chain of loaded filters.
-    pub fn new(route: String, filters: Vec<FilterDef>, upstreams: Arc<BTreeMap<String, Arc<Upstream>>>) -> Self {
-        Self { id: NEXT_CHAIN.fetch_add(1, Ordering::Relaxed), route, filters, upstreams }
+    pub fn new(
+        route: String,
+        filters: Vec<FilterDef>,
+        upstreams: Arc<BTreeMap<String, Arc<Upstream>>>,
+    ) -> Self {
+        Self {
+            id: NEXT_CHAIN.fetch_add(1, Ordering::Relaxed),
+            route,
+            filters,
+            upstreams,
+        }
     }
 
     /// Starts a request: creates a stream context in every filter.
     ///
     /// # Errors
     /// A filter that fails under `deny`.
-    pub fn start(self: &Arc<Self>, stream: Stream) -> Result<FilterRun, ProxyError> {
+    pub fn start(self: &Arc<Self>, stream: Stream) -> Result<Box<FilterRun>, ProxyError> {
         let n = self.filters.len();
-        let mut run = FilterRun {
+        // Boxed: the run moves between the pipeline and the bodies, and a
+        // Stream is several hundred bytes.
+        let mut run = Box::new(FilterRun {
             chain: self.clone(),
             stream,
-            members: vec![Member { active: true, incarnation: 0, created: false }; n],
+            members: vec![
+                Member {
+                    active: true,
+                    incarnation: 0,
+                    created: false
+                };
+                n
+            ],
             calls: Vec::new(),
-            held: vec![Vec::new(); n],
+            held: Vec::new(),
             finished: false,
-        };
+        });
         for i in 0..n {
             run.create(i)?;
         }
@@ -159,10 +165,16 @@ impl FilterRun {
     fn create(&mut self, i: usize) -> Result<(), ProxyError> {
         let chain = self.chain.clone();
         let stream = &mut self.stream;
-        let outcome = with_vm(&chain, i, |vm, incarnation| (vm.create_stream(stream), incarnation));
+        let outcome = with_vm(&chain, i, |vm, incarnation| {
+            (vm.create_stream(stream), incarnation)
+        });
         match outcome {
             Ok((Ok(()), incarnation)) => {
-                self.members[i] = Member { active: true, incarnation, created: true };
+                self.members[i] = Member {
+                    active: true,
+                    incarnation,
+                    created: true,
+                };
                 Ok(())
             }
             Ok((Err(fault), _)) => self.fail(i, Some(fault)),
@@ -220,7 +232,10 @@ impl FilterRun {
         self.members[i].active = false;
         match def.on_error {
             OnError::Allow => Ok(()),
-            OnError::Deny => Err(ProxyError::FilterFailed { route: self.chain.route.clone(), filter: def.name.clone() }),
+            OnError::Deny => Err(ProxyError::FilterFailed {
+                route: self.chain.route.clone(),
+                filter: def.name.clone(),
+            }),
         }
     }
 
@@ -243,19 +258,31 @@ impl FilterRun {
         Ok(Flow::Continue)
     }
 
-    fn order(&self, side: Side) -> Vec<usize> {
+    /// Filter indices in the order a phase visits them (no allocation).
+    fn order(&self, side: Side) -> impl Iterator<Item = usize> + use<> {
         let n = self.chain.filters.len();
-        match side {
-            Side::Request => (0..n).collect(),
-            Side::Response => (0..n).rev().collect(),
-        }
+        (0..n).map(move |k| match side {
+            Side::Request => k,
+            Side::Response => n - 1 - k,
+        })
     }
 
     /// After a callback: answer http calls, and wait while the filter keeps
     /// the stream paused. `Some(flow)` ends the phase early.
-    async fn settle(&mut self, i: usize, side: Side, action: Option<Action>) -> Result<Option<Flow>, ProxyError> {
+    async fn settle(
+        &mut self,
+        i: usize,
+        side: Side,
+        action: Option<Action>,
+    ) -> Result<Option<Flow>, ProxyError> {
         let mut paused = action == Some(Action::Pause);
         loop {
+            if self.stream.close_requested {
+                return Err(ProxyError::StreamClosed {
+                    route: self.chain.route.clone(),
+                    filter: self.chain.filters[i].name.clone(),
+                });
+            }
             if let Some(local) = self.stream.local_response.take() {
                 return Ok(Some(Flow::Respond(local)));
             }
@@ -273,7 +300,10 @@ impl FilterRun {
         }
         if paused && self.members[i].active {
             let def = &self.chain.filters[i];
-            return Err(ProxyError::FilterStalled { route: self.chain.route.clone(), filter: def.name.clone() });
+            return Err(ProxyError::FilterStalled {
+                route: self.chain.route.clone(),
+                filter: def.name.clone(),
+            });
         }
         Ok(None)
     }
@@ -282,7 +312,9 @@ impl FilterRun {
         let (i, call) = self.calls.remove(0);
         let token = call.token;
         let response = http_call::perform(&self.chain.upstreams, call).await;
-        self.call(i, |vm, s| vm.on_http_call_response(Some(s), token, response))?;
+        self.call(i, |vm, s| {
+            vm.on_http_call_response(Some(s), token, response)
+        })?;
         Ok(())
     }
 
@@ -292,16 +324,26 @@ impl FilterRun {
     ///
     /// # Errors
     /// A denied filter failure.
-    pub fn body(&mut self, side: Side, chunk: Vec<u8>, end_of_stream: bool) -> Result<BodyStep, ProxyError> {
+    pub fn body(
+        &mut self,
+        side: Side,
+        chunk: Vec<u8>,
+        end_of_stream: bool,
+    ) -> Result<BodyStep, ProxyError> {
         let mut data = chunk;
         for i in self.order(side) {
             if !self.members[i].active {
                 continue;
             }
             // A filter that paused earlier sees everything held so far.
-            let mut held = std::mem::take(&mut self.held[i]);
-            held.extend_from_slice(&data);
-            self.set_body(side, held);
+            let mut held = self.held.get_mut(i).map(std::mem::take).unwrap_or_default();
+            let input = if held.is_empty() {
+                std::mem::take(&mut data)
+            } else {
+                held.extend_from_slice(&data);
+                held
+            };
+            self.set_body(side, input);
             let action = self.call(i, |vm, s| match side {
                 Side::Request => vm.on_request_body(s, end_of_stream),
                 Side::Response => vm.on_response_body(s, end_of_stream),
@@ -311,6 +353,9 @@ impl FilterRun {
             }
             let body = self.take_body(side);
             if action == Some(Action::Pause) && !end_of_stream {
+                if self.held.len() < self.members.len() {
+                    self.held.resize(self.members.len(), Vec::new());
+                }
                 self.held[i] = body;
                 return Ok(BodyStep::Forward(Vec::new()));
             }
@@ -324,7 +369,11 @@ impl FilterRun {
     ///
     /// # Errors
     /// A denied filter failure.
-    pub fn trailers_now(&mut self, side: Side, trailers: &http::HeaderMap) -> Result<http::HeaderMap, ProxyError> {
+    pub fn trailers_now(
+        &mut self,
+        side: Side,
+        trailers: &http::HeaderMap,
+    ) -> Result<http::HeaderMap, ProxyError> {
         let map = match side {
             Side::Request => &mut self.stream.request_trailers,
             Side::Response => &mut self.stream.response_trailers,
@@ -345,9 +394,10 @@ impl FilterRun {
         };
         let mut out = http::HeaderMap::new();
         for (name, value) in map.iter() {
-            if let (Ok(n), Ok(v)) =
-                (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_bytes(value))
-            {
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_bytes(value),
+            ) {
                 out.append(n, v);
             }
         }
@@ -407,41 +457,4 @@ pub enum BodyStep {
     Forward(Vec<u8>),
     /// A filter answered instead.
     Respond(wasmgate_abi::LocalResponse),
-}
-
-/// Runs `f` on this worker's Vm for filter `i` of `chain`, creating it on
-/// first use. The RefCell borrow lasts for this synchronous call only.
-fn with_vm<R>(chain: &Arc<Chain>, i: usize, f: impl FnOnce(&mut Vm, u64) -> R) -> Result<R, String> {
-    VMS.with_borrow_mut(|map| {
-        if !map.contains_key(&chain.id) {
-            // First request of a new chain on this worker: also drop the
-            // instances of chains no configuration uses any more.
-            map.retain(|_, w| w.chain.strong_count() > 0);
-            let slots = (0..chain.filters.len()).map(|_| Slot { vm: None, incarnation: 1 }).collect();
-            map.insert(chain.id, WorkerChain { chain: Arc::downgrade(chain), slots });
-        }
-        let slot = &mut map.get_mut(&chain.id).expect("inserted above").slots[i];
-        if slot.vm.as_ref().is_none_or(Vm::is_broken) {
-            if slot.vm.take().is_some() {
-                slot.incarnation += 1;
-                chain.filters[i].stats.vm_replaced.fetch_add(1, Ordering::Relaxed);
-            }
-            slot.vm = Some(chain.filters[i].plugin.instantiate().map_err(|e| e.to_string())?);
-        }
-        let incarnation = slot.incarnation;
-        Ok(f(slot.vm.as_mut().expect("set above"), incarnation))
-    })
-}
-
-/// Drops this worker's Vm of filter `i` (after a fault); the next request
-/// gets a fresh one.
-fn replace_vm(chain: &Arc<Chain>, i: usize) {
-    VMS.with_borrow_mut(|map| {
-        if let Some(slot) = map.get_mut(&chain.id).map(|w| &mut w.slots[i])
-            && slot.vm.take().is_some()
-        {
-            slot.incarnation += 1;
-            chain.filters[i].stats.vm_replaced.fetch_add(1, Ordering::Relaxed);
-        }
-    });
 }

@@ -2,7 +2,7 @@
 //! validation.
 //!
 //! Parsing and validation are separate steps so tests can build a
-//! configuration from an inline string: [`Config::from_str`] parses,
+//! configuration from an inline string: [`Config::parse`] parses,
 //! [`Config::validate`] checks what serde cannot (references between
 //! sections, addresses, files) and reports *every* problem it finds, each
 //! naming the file, the key and what is wrong. [`Config::load`] does both for a
@@ -281,9 +281,8 @@ impl Config {
     /// A syntax error, an unknown key or a wrong type, with line and column.
     pub fn parse(text: &str, source: &str) -> Result<Config, ConfigErrors> {
         let parsed = if source.ends_with(".json") {
-            serde_json::from_str::<Config>(text).map_err(|e| {
-                format!("{source}: line {} column {}: {e}", e.line(), e.column())
-            })
+            serde_json::from_str::<Config>(text)
+                .map_err(|e| format!("{source}: line {} column {}: {e}", e.line(), e.column()))
         } else {
             serde_norway::from_str::<Config>(text).map_err(|e| match e.location() {
                 Some(l) => format!(
@@ -310,10 +309,7 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigErrors::new(vec![format!("{source}: cannot read: {e}")]))?;
         let mut config = Config::parse(&text, &source)?;
-        config.base_dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         config.validate()
     }
 
@@ -333,7 +329,10 @@ impl Config {
         let mut copy = self.clone();
         for route in &mut copy.routes {
             for filter in &mut route.filters {
-                for value in [&mut filter.config, &mut filter.vm_config].into_iter().flatten() {
+                for value in [&mut filter.config, &mut filter.vm_config]
+                    .into_iter()
+                    .flatten()
+                {
                     redact_value(value);
                 }
             }

@@ -5,6 +5,9 @@
 //! The secret comes from `WASMGATE_DEMO_SECRET` (default: a harmless demo
 //! value) and is never printed: the echo backend shows the header's value
 //! masked, and says whether it matches the configured secret.
+//!
+//! `WASMGATE_DEMO_ADDR` and `WASMGATE_DEMO_ADMIN` move the listener (default
+//! 127.0.0.1:8080) and the admin endpoint (default 127.0.0.1:9901).
 
 use std::{convert::Infallible, net::SocketAddr, path::PathBuf};
 
@@ -17,7 +20,8 @@ use hyper_util::rt::TokioIo;
 use crate::config::Config;
 
 /// The filter, built from `filter/` by build.rs.
-pub static SECRET_HEADER_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/secret_header.wasm"));
+pub static SECRET_HEADER_WASM: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/secret_header.wasm"));
 
 /// Environment variable holding the demo secret.
 pub const SECRET_VAR: &str = "WASMGATE_DEMO_SECRET";
@@ -27,6 +31,9 @@ pub const DEFAULT_SECRET: &str = "demo-secret-not-for-production";
 
 /// The demo's listener unless `WASMGATE_DEMO_ADDR` says otherwise.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8080";
+
+/// The demo's admin endpoint unless `WASMGATE_DEMO_ADMIN` says otherwise.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 
 /// The demo secret in effect.
 pub fn secret() -> String {
@@ -74,7 +81,9 @@ routes:
     let mut config = Config::parse(&yaml, "<demo>").map_err(|e| e.to_string())?;
     // The secret's default applies only to the demo; a real configuration
     // reads exactly the host's environment.
-    config.routes[0].filters[0].env_defaults.insert(SECRET_VAR.into(), secret());
+    config.routes[0].filters[0]
+        .env_defaults
+        .insert(SECRET_VAR.into(), secret());
     config.validate().map_err(|e| e.to_string())
 }
 
@@ -90,7 +99,9 @@ pub async fn start_echo() -> std::io::Result<SocketAddr> {
         while let Ok((tcp, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let service = service_fn(|req| async move { Ok::<_, Infallible>(echo(req).await) });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
             });
         }
     });
@@ -104,13 +115,25 @@ async fn echo(req: Request<Incoming>) -> Response<Full<Bytes>> {
     for (name, value) in req.headers() {
         let shown = if name == http::header::AUTHORIZATION {
             let ok = value.as_bytes() == expected.as_bytes();
-            format!("Bearer ******** ({})", if ok { "matches the demo secret" } else { "does NOT match the demo secret" })
+            format!(
+                "Bearer ******** ({})",
+                if ok {
+                    "matches the demo secret"
+                } else {
+                    "does NOT match the demo secret"
+                }
+            )
         } else {
             String::from_utf8_lossy(value.as_bytes()).into_owned()
         };
         text.push_str(&format!("  {name}: {shown}\n"));
     }
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     text.push_str(&format!("  ({} body bytes)\n", body.len()));
     Response::new(Full::new(Bytes::from(text)))
 }

@@ -20,6 +20,13 @@ pub enum ProxyError {
     /// Transfer-Encoding: a smuggling attempt).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// More request headers than `limits.max_headers` (HTTP/2; hyper
+    /// enforces it for HTTP/1.1 while parsing).
+    #[error("more than {limit} request headers")]
+    TooManyHeaders {
+        /// The configured limit.
+        limit: usize,
+    },
     /// The request body is over `limits.max_body_bytes`.
     #[error("request body larger than {limit} bytes")]
     BodyTooLarge {
@@ -58,6 +65,15 @@ pub enum ProxyError {
         /// Filter name (`route/index`).
         filter: String,
     },
+    /// A filter closed the stream (`proxy_close_stream`): the exchange is
+    /// reset, no response is sent.
+    #[error("route {route}: filter {filter}: closed the stream")]
+    StreamClosed {
+        /// Route name.
+        route: String,
+        /// Filter name.
+        filter: String,
+    },
     /// A filter paused the request and never resumed it.
     #[error("route {route}: filter {filter}: paused the request and never resumed it")]
     FilterStalled {
@@ -68,6 +84,13 @@ pub enum ProxyError {
     },
 }
 
+/// The request's stream must be reset rather than answered (a filter
+/// closed it). Returned to hyper as the service's error, which makes it
+/// close the HTTP/1.1 connection or reset the HTTP/2 stream.
+#[derive(Debug, thiserror::Error)]
+#[error("stream reset by a filter")]
+pub struct StreamReset;
+
 impl ProxyError {
     /// The status this error answers with.
     pub fn status(&self) -> StatusCode {
@@ -75,13 +98,16 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamFailed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::UpstreamTimeout { .. } | ProxyError::FilterStalled { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            ProxyError::FilterFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::FilterFailed { .. } | ProxyError::StreamClosed { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -93,21 +119,37 @@ impl ProxyError {
         let text = match &self {
             ProxyError::NoRoute => "no route\n".to_string(),
             ProxyError::BadRequest(what) => format!("bad request: {what}\n"),
-            ProxyError::BodyTooLarge { limit } => format!("request body larger than {limit} bytes\n"),
-            ProxyError::UpstreamConnect { upstream, .. } => format!("upstream {upstream} unreachable\n"),
-            ProxyError::UpstreamTimeout { upstream, .. } => format!("upstream {upstream} timed out\n"),
+            ProxyError::TooManyHeaders { limit } => format!("more than {limit} request headers\n"),
+            ProxyError::BodyTooLarge { limit } => {
+                format!("request body larger than {limit} bytes\n")
+            }
+            ProxyError::UpstreamConnect { upstream, .. } => {
+                format!("upstream {upstream} unreachable\n")
+            }
+            ProxyError::UpstreamTimeout { upstream, .. } => {
+                format!("upstream {upstream} timed out\n")
+            }
             ProxyError::UpstreamFailed { upstream, .. } => format!("upstream {upstream} failed\n"),
             ProxyError::FilterFailed { filter, .. } => format!("filter {filter} failed\n"),
             ProxyError::FilterStalled { filter, .. } => format!("filter {filter} stalled\n"),
+            ProxyError::StreamClosed { filter, .. } => {
+                format!("filter {filter} closed the stream\n")
+            }
         };
         let mut response = Response::new(full(Bytes::from(text)));
         *response.status_mut() = status;
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        if matches!(self, ProxyError::BadRequest(_) | ProxyError::BodyTooLarge { .. }) {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if matches!(
+            self,
+            ProxyError::BadRequest(_) | ProxyError::BodyTooLarge { .. }
+        ) {
             // The rest of the connection cannot be trusted to be framed right.
-            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
@@ -122,18 +164,44 @@ mod tests {
         let up = || "backend".to_string();
         assert_eq!(ProxyError::NoRoute.status(), 404);
         assert_eq!(ProxyError::BodyTooLarge { limit: 1 }.status(), 413);
-        assert_eq!(ProxyError::UpstreamConnect { upstream: up(), reason: "x".into() }.status(), 502);
+        assert_eq!(
+            ProxyError::UpstreamConnect {
+                upstream: up(),
+                reason: "x".into()
+            }
+            .status(),
+            502
+        );
         let timeout = std::time::Duration::from_secs(1);
-        assert_eq!(ProxyError::UpstreamTimeout { upstream: up(), timeout }.status(), 504);
-        let f = ProxyError::FilterFailed { route: "r".into(), filter: "r/0".into() };
+        assert_eq!(
+            ProxyError::UpstreamTimeout {
+                upstream: up(),
+                timeout
+            }
+            .status(),
+            504
+        );
+        let f = ProxyError::FilterFailed {
+            route: "r".into(),
+            filter: "r/0".into(),
+        };
         assert_eq!(f.status(), 503);
     }
 
     #[tokio::test]
     async fn body_leaves_out_the_reason() {
         use http_body_util::BodyExt;
-        let e = ProxyError::UpstreamFailed { upstream: "b".into(), reason: "peer said s3cret".into() };
-        let body = e.into_response().into_body().collect().await.unwrap().to_bytes();
+        let e = ProxyError::UpstreamFailed {
+            upstream: "b".into(),
+            reason: "peer said s3cret".into(),
+        };
+        let body = e
+            .into_response()
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
         assert_eq!(&body[..], b"upstream b failed\n");
     }
 }

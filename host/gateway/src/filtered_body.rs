@@ -37,7 +37,12 @@ impl LimitedBody {
     /// Wraps a body; `exceeded` is set when the limit is crossed so the
     /// pipeline can answer 413 instead of 502.
     pub fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
-        Self { inner, remaining: limit, limit, exceeded }
+        Self {
+            inner,
+            remaining: limit,
+            limit,
+            exceeded,
+        }
     }
 }
 
@@ -50,7 +55,10 @@ impl Body for LimitedBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         Poll::Ready(match frame {
             Some(Ok(frame)) => {
@@ -82,10 +90,10 @@ impl Body for LimitedBody {
 pub struct FilteredBody<B> {
     inner: B,
     side: Side,
-    run: Option<FilterRun>,
+    run: Option<Box<FilterRun>>,
     /// Request side: where the run goes when the body is done, so the
     /// response phases can use it.
-    back: Option<oneshot::Sender<FilterRun>>,
+    back: Option<oneshot::Sender<Box<FilterRun>>>,
     /// A frame to send after the current one (trailers after flushed data).
     pending: Option<Frame<Bytes>>,
     /// Filters have seen the end of the stream.
@@ -95,16 +103,30 @@ pub struct FilteredBody<B> {
 impl<B> FilteredBody<B> {
     /// The request body; the receiver gets the run back when the body ends
     /// or is dropped.
-    pub fn request(inner: B, run: FilterRun) -> (Self, oneshot::Receiver<FilterRun>) {
+    pub fn request(inner: B, run: Box<FilterRun>) -> (Self, oneshot::Receiver<Box<FilterRun>>) {
         let (tx, rx) = oneshot::channel();
-        let body = Self { inner, side: Side::Request, run: Some(run), back: Some(tx), pending: None, ended: false };
+        let body = Self {
+            inner,
+            side: Side::Request,
+            run: Some(run),
+            back: Some(tx),
+            pending: None,
+            ended: false,
+        };
         (body, rx)
     }
 
     /// The response body; the run finishes (`on_log`, `on_done`) when it ends
     /// or is dropped.
-    pub fn response(inner: B, run: FilterRun) -> Self {
-        Self { inner, side: Side::Response, run: Some(run), back: None, pending: None, ended: false }
+    pub fn response(inner: B, run: Box<FilterRun>) -> Self {
+        Self {
+            inner,
+            side: Side::Response,
+            run: Some(run),
+            back: None,
+            pending: None,
+            ended: false,
+        }
     }
 
     fn end(&mut self) {
@@ -120,14 +142,20 @@ impl<B> FilteredBody<B> {
     }
 
     fn failed(&mut self) -> BoxError {
-        let name = self.run.as_ref().map(|r| r.chain().route.clone()).unwrap_or_default();
+        let name = self
+            .run
+            .as_ref()
+            .map(|r| r.chain().route.clone())
+            .unwrap_or_default();
         self.end();
         format!("route {name}: a filter failed while streaming the body").into()
     }
 
     /// Runs a data chunk (or the end) through the filters.
     fn step(&mut self, data: Vec<u8>, eos: bool) -> Result<Bytes, BoxError> {
-        let Some(run) = self.run.as_mut() else { return Ok(Bytes::from(data)) };
+        let Some(run) = self.run.as_mut() else {
+            return Ok(Bytes::from(data));
+        };
         match run.body(self.side, data, eos) {
             Ok(BodyStep::Forward(bytes)) => Ok(Bytes::from(bytes)),
             // Headers are gone already; a local reply cannot replace them now.
@@ -136,7 +164,9 @@ impl<B> FilteredBody<B> {
     }
 
     fn trailers(&mut self, trailers: HeaderMap) -> Result<HeaderMap, BoxError> {
-        let Some(run) = self.run.as_mut() else { return Ok(trailers) };
+        let Some(run) = self.run.as_mut() else {
+            return Ok(trailers);
+        };
         match run.trailers_now(self.side, &trailers) {
             Ok(t) => Ok(t),
             Err(_) => Err(self.failed()),
@@ -151,7 +181,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
             if let Some(frame) = this.pending.take() {
@@ -176,7 +209,9 @@ where
                         }
                     }
                     Err(frame) => {
-                        let Ok(trailers) = frame.into_trailers() else { continue };
+                        let Ok(trailers) = frame.into_trailers() else {
+                            continue;
+                        };
                         // Body filters see the end (and give back what they
                         // held) before the trailers.
                         let flushed = match this.step(Vec::new(), true) {

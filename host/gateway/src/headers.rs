@@ -2,8 +2,6 @@
 //! dropped in both directions, and `x-forwarded-for`/`-proto`/`-host` tell
 //! the upstream who asked.
 
-use std::net::IpAddr;
-
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -16,21 +14,28 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 /// headers (`Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `TE`,
 /// `Upgrade`). Framing is hyper's job on each side.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(connection) = headers.get(header::CONNECTION).cloned() {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .chain(std::iter::once(&connection))
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
+    // Usually one Connection value ("keep-alive" or "close"): take it out
+    // and remove what it names, without collecting into a Vec.
+    let mut values = headers.get_all(header::CONNECTION).iter();
+    let first = values.next().cloned();
+    let more: Vec<HeaderValue> = values.cloned().collect();
+    if let Some(first) = first {
         headers.remove(header::CONNECTION);
+        for value in std::iter::once(&first).chain(&more) {
+            for name in value.to_str().unwrap_or("").split(',') {
+                if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
+                    headers.remove(name);
+                }
+            }
+        }
     }
-    for name in [KEEP_ALIVE, PROXY_CONNECTION, header::TRANSFER_ENCODING, header::TE, header::UPGRADE] {
+    for name in [
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::UPGRADE,
+    ] {
         headers.remove(name);
     }
 }
@@ -38,16 +43,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Appends the client to `x-forwarded-for` and sets `x-forwarded-proto`
 /// and `x-forwarded-host` (overwriting client-sent copies: the gateway is
 /// the edge and knows better).
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, https: bool, host: Option<&str>) {
-    let ip = client.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => format!("{existing}, {ip}"),
-        _ => ip,
-    };
-    if let Ok(value) = HeaderValue::from_str(&xff) {
-        headers.remove(&X_FORWARDED_FOR);
-        headers.insert(X_FORWARDED_FOR, value);
-    }
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: &HeaderValue,
+    https: bool,
+    host: Option<&str>,
+) {
+    let appended = headers
+        .get(&X_FORWARDED_FOR)
+        .filter(|v| !v.is_empty())
+        .and_then(|existing| {
+            let mut joined = Vec::with_capacity(existing.len() + 2 + client.len());
+            joined.extend_from_slice(existing.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(client.as_bytes());
+            HeaderValue::from_bytes(&joined).ok()
+        });
+    headers.remove(&X_FORWARDED_FOR);
+    headers.insert(X_FORWARDED_FOR, appended.unwrap_or_else(|| client.clone()));
     let proto = if https { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match host.and_then(|h| HeaderValue::from_str(h).ok()) {
@@ -67,7 +80,10 @@ mod tests {
     #[test]
     fn strips_connection_and_what_it_names() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-private"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-private"),
+        );
         h.insert("x-private", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -82,7 +98,12 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), false, Some("a.test"));
+        add_forwarded(
+            &mut h,
+            &HeaderValue::from_static("127.0.0.1"),
+            false,
+            Some("a.test"),
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "a.test");

@@ -53,7 +53,9 @@
 //! - [`snapshot`]: a configuration built into routes, upstreams and filter chains.
 //! - [`route`]: host and path matching.
 //! - [`proxy`]: the request pipeline (the chart above).
-//! - [`chain`]: a route's filters and one request's trip through them.
+//! - [`chain`]: a route's filters and one request's trip through them; per-worker
+//!   instances (`chain/instances.rs`), http calls (`chain/http_call.rs`), and
+//!   ticks, queues and root-context calls between requests ([`chain::timers`]).
 //! - [`filtered_body`]: streaming bodies through filters, body size limit.
 //! - [`stream_map`]: headers between hyper and the filters' view.
 //! - [`headers`]: hop-by-hop headers and `x-forwarded-*`.
@@ -122,7 +124,9 @@ pub struct Shared {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("config_path", &self.config_path).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -142,11 +146,18 @@ impl Shared {
         let result = match (config, &self.config_path) {
             (Some(c), _) => c.validate(),
             (None, Some(path)) => Config::load(path),
-            (None, None) => Err(ConfigErrors::new(vec!["no configuration file to reload".into()])),
+            (None, None) => Err(ConfigErrors::new(vec![
+                "no configuration file to reload".into(),
+            ])),
         }
         .and_then(|c| {
             let old = self.snapshot.load();
-            if c.listeners.iter().map(|l| &l.address).ne(old.config.listeners.iter().map(|l| &l.address)) {
+            if c.listeners.iter().map(|l| &l.address).ne(old
+                .config
+                .listeners
+                .iter()
+                .map(|l| &l.address))
+            {
                 tracing::warn!("listener changes take effect only after a restart");
             }
             Snapshot::build(c, &self.runtime, &self.stats)
@@ -163,8 +174,13 @@ impl Shared {
                 Ok(generation)
             }
             Err(errors) => {
-                self.stats.global.reload_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!("reload rejected, the previous configuration keeps serving:\n{errors}");
+                self.stats
+                    .global
+                    .reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    "reload rejected, the previous configuration keeps serving:\n{errors}"
+                );
                 Err(errors)
             }
         }
@@ -174,7 +190,10 @@ impl Shared {
 impl FilterMetricsSource for Shared {
     fn filter_metrics(&self) -> Vec<(String, Vec<wasmgate_abi::MetricSample>)> {
         let snapshot = self.snapshot.load();
-        snapshot.plugins().map(|f| (f.name.clone(), f.plugin.metrics())).collect()
+        snapshot
+            .plugins()
+            .map(|f| (f.name.clone(), f.plugin.metrics()))
+            .collect()
     }
 }
 
@@ -211,7 +230,10 @@ pub fn check(path: &std::path::Path) -> Result<Vec<String>, StartError> {
 }
 
 fn new_runtime(config: &Config) -> Result<Runtime, StartError> {
-    let rc = RuntimeConfig { cache_dir: config.module_cache.as_ref().map(|p| config.resolve(p)), ..Default::default() };
+    let rc = RuntimeConfig {
+        cache_dir: config.module_cache.as_ref().map(|p| config.resolve(p)),
+        ..Default::default()
+    };
     Runtime::new(rc).map_err(|e| StartError::Runtime(e.to_string()))
 }
 
@@ -255,14 +277,22 @@ fn start(config: Config, config_path: Option<PathBuf>) -> Result<GatewayHandle, 
     let mut bound = Vec::new();
     let mut addresses = Vec::new();
     for (i, l) in snapshot.config.listeners.iter().enumerate() {
-        let io = |what: &str, source| StartError::Io { what: format!("listeners[{i}] {}: {what}", l.address), source };
+        let io = |what: &str, source| StartError::Io {
+            what: format!("listeners[{i}] {}: {what}", l.address),
+            source,
+        };
         let socket = StdListener::bind(&l.address).map_err(|e| io("bind", e))?;
-        socket.set_nonblocking(true).map_err(|e| io("set non-blocking", e))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| io("set non-blocking", e))?;
         addresses.push(socket.local_addr().map_err(|e| io("local address", e))?);
         let tls = match &l.tls {
             Some(t) => Some(tokio_rustls::TlsAcceptor::from(
-                tls::server_config(&snapshot.config.resolve(&t.cert), &snapshot.config.resolve(&t.key))
-                    .map_err(|e| ConfigErrors::new(vec![format!("listeners[{i}].tls: {e}")]))?,
+                tls::server_config(
+                    &snapshot.config.resolve(&t.cert),
+                    &snapshot.config.resolve(&t.key),
+                )
+                .map_err(|e| ConfigErrors::new(vec![format!("listeners[{i}].tls: {e}")]))?,
             )),
             None => None,
         };
@@ -270,11 +300,16 @@ fn start(config: Config, config_path: Option<PathBuf>) -> Result<GatewayHandle, 
     }
     let admin_listener = match &snapshot.config.admin {
         Some(a) => {
-            let socket = StdListener::bind(&a.address)
-                .map_err(|source| StartError::Io { what: format!("admin {}: bind", a.address), source })?;
+            let socket = StdListener::bind(&a.address).map_err(|source| StartError::Io {
+                what: format!("admin {}: bind", a.address),
+                source,
+            })?;
             socket
                 .set_nonblocking(true)
-                .map_err(|source| StartError::Io { what: "admin: set non-blocking".into(), source })?;
+                .map_err(|source| StartError::Io {
+                    what: "admin: set non-blocking".into(),
+                    source,
+                })?;
             Some(socket)
         }
         None => None,
@@ -290,20 +325,41 @@ fn start(config: Config, config_path: Option<PathBuf>) -> Result<GatewayHandle, 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut threads = Vec::new();
     for i in 0..workers {
-        let handle = worker::spawn(i, &bound, shared.clone(), stop_rx.clone())
-            .map_err(|source| StartError::Io { what: format!("worker {i}"), source })?;
+        let handle =
+            worker::spawn(i, &bound, shared.clone(), stop_rx.clone()).map_err(|source| {
+                StartError::Io {
+                    what: format!("worker {i}"),
+                    source,
+                }
+            })?;
         threads.push(handle);
     }
     if let Some(socket) = admin_listener {
         threads.push(spawn_admin(socket, shared.clone(), stop_rx.clone())?);
     }
     tracing::info!(listeners = ?addresses, admin = ?admin_address, workers, "wasmgate serving");
-    Ok(GatewayHandle { listeners: addresses, admin: admin_address, shared, stop: stop_tx, threads })
+    Ok(GatewayHandle {
+        listeners: addresses,
+        admin: admin_address,
+        shared,
+        stop: stop_tx,
+        threads,
+    })
 }
 
-fn spawn_admin(socket: StdListener, shared: Arc<Shared>, stop: watch::Receiver<bool>) -> Result<JoinHandle<()>, StartError> {
-    let io = |source| StartError::Io { what: "admin thread".into(), source };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(io)?;
+fn spawn_admin(
+    socket: StdListener,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, StartError> {
+    let io = |source| StartError::Io {
+        what: "admin thread".into(),
+        source,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io)?;
     std::thread::Builder::new()
         .name("wasmgate-admin".into())
         .spawn(move || {

@@ -2,20 +2,23 @@
 //! prior knowledge, or over TLS with ALPN `h2`/`http/1.1`), with the
 //! limits from the configuration applied to every connection.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::{GracefulShutdown, Watcher}},
+    server::{
+        conn::auto,
+        graceful::{GracefulShutdown, Watcher},
+    },
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
     Shared,
-    idle::{Activity, IdleIo, idle_deadline},
     config::LimitsConfig,
+    idle::{Activity, IdleIo, idle_deadline},
     proxy::{self, ConnInfo},
 };
 
@@ -74,8 +77,15 @@ pub async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let info = ConnInfo { peer, local, tls: listener.tls.is_some() };
-        let conn = serve(tcp, listener.tls.clone(), info, shared.clone(), builder.clone(), graceful.watcher());
+        let info = ConnInfo::new(peer, local, listener.tls.is_some());
+        let conn = serve(
+            tcp,
+            listener.tls.clone(),
+            info,
+            shared.clone(),
+            builder.clone(),
+            graceful.watcher(),
+        );
         tokio::spawn(conn);
     }
 }
@@ -88,39 +98,49 @@ async fn serve(
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
 ) {
+    let peer = info.peer;
     let activity = Activity::new();
-    let idle = shared.snapshot.load().limits.idle_timeout.get();
+    let (idle, handshake_timeout) = {
+        let limits = &shared.snapshot.load().limits;
+        // A TLS handshake is part of reading the request head.
+        (limits.idle_timeout.get(), limits.header_read_timeout.get())
+    };
     let in_flight = activity.clone();
     let service = service_fn(move |req| {
         let snapshot = shared.snapshot.load_full();
         let guard = in_flight.request();
+        let info = info.clone();
         async move {
             let response = proxy::handle(req, info, snapshot).await;
             drop(guard);
-            Ok::<_, Infallible>(response)
+            response
         }
     });
     let served = async {
         match tls {
             None => {
                 let io = TokioIo::new(IdleIo::new(tcp, activity.clone()));
-                watcher.watch(builder.serve_connection(io, service).into_owned()).await
+                watcher
+                    .watch(builder.serve_connection(io, service).into_owned())
+                    .await
             }
             Some(acceptor) => {
-                let handshake_timeout = Duration::from_secs(10);
-                let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(peer = %info.peer, error = %e, "TLS handshake failed");
-                        return Ok(());
-                    }
-                    Err(_) => {
-                        tracing::debug!(peer = %info.peer, "TLS handshake timed out");
-                        return Ok(());
-                    }
-                };
+                let stream =
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                            return Ok(());
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %peer, "TLS handshake timed out");
+                            return Ok(());
+                        }
+                    };
                 let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
-                watcher.watch(builder.serve_connection(io, service).into_owned()).await
+                watcher
+                    .watch(builder.serve_connection(io, service).into_owned())
+                    .await
             }
         }
     };
@@ -128,11 +148,11 @@ async fn serve(
     let result = tokio::select! {
         r = served => r,
         () = idle_deadline(activity.clone(), idle) => {
-            tracing::debug!(peer = %info.peer, "idle connection closed");
+            tracing::debug!(peer = %peer, "idle connection closed");
             Ok(())
         }
     };
     if let Err(e) = result {
-        tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }
 }

@@ -34,8 +34,12 @@ enum Command {
 
 fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -69,7 +73,10 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime for signals")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for signals")
 }
 
 fn run(path: &std::path::Path) -> ExitCode {
@@ -102,7 +109,8 @@ fn run_demo() -> ExitCode {
     let result = rt.block_on(async {
         let backend = demo::start_echo().await.map_err(|e| format!("echo backend: {e}"))?;
         let listen = std::env::var("WASMGATE_DEMO_ADDR").unwrap_or_else(|_| demo::DEFAULT_ADDRESS.into());
-        let config = demo::config(backend, &listen, "127.0.0.1:9901")?;
+        let admin = std::env::var("WASMGATE_DEMO_ADMIN").unwrap_or_else(|_| demo::DEFAULT_ADMIN.into());
+        let config = demo::config(backend, &listen, &admin)?;
         let gateway = Gateway::start(config).map_err(|e| e.to_string())?;
         let addr = gateway.addr();
         println!("wasmgate demo: route \"demo\" runs secret_header.wasm in front of an echo backend on {backend}.");

@@ -47,7 +47,8 @@ impl Histogram {
         if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
-        self.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -66,7 +67,11 @@ impl Histogram {
             .collect();
         let count = self.count.load(Ordering::Relaxed);
         buckets.push((f64::INFINITY, count.saturating_sub(total)));
-        (self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6, count, buckets)
+        (
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            count,
+            buckets,
+        )
     }
 }
 
@@ -83,7 +88,8 @@ impl RouteStats {
     /// Counts a finished request.
     pub fn record(&self, status: u16, elapsed: Duration) {
         let class = usize::from(status / 100);
-        self.statuses[if (1..=5).contains(&class) { class } else { 0 }].fetch_add(1, Ordering::Relaxed);
+        self.statuses[if (1..=5).contains(&class) { class } else { 0 }]
+            .fetch_add(1, Ordering::Relaxed);
         self.latency.observe(elapsed);
     }
 }
@@ -179,10 +185,16 @@ pub struct StatsCollector {
 
 type Enc<'a> = DescriptorEncoder<'a>;
 
-fn counter(enc: &mut Enc<'_>, name: &str, help: &str, rows: &[(Vec<(&str, &str)>, u64)]) -> std::fmt::Result {
+fn counter(
+    enc: &mut Enc<'_>,
+    name: &str,
+    help: &str,
+    rows: &[(Vec<(&str, &str)>, u64)],
+) -> std::fmt::Result {
     let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (labels, value) in rows {
-        m.encode_family(labels)?.encode_counter::<NoLabelSet, _, u64>(value, None)?;
+        m.encode_family(labels)?
+            .encode_counter::<NoLabelSet, _, u64>(value, None)?;
     }
     Ok(())
 }
@@ -200,7 +212,12 @@ impl Collector for StatsCollector {
                 }
             }
         }
-        counter(&mut enc, "wasmgate_route_requests", "Requests answered, by route and status class", &rows)?;
+        counter(
+            &mut enc,
+            "wasmgate_route_requests",
+            "Requests answered, by route and status class",
+            &rows,
+        )?;
         {
             let mut m = enc.encode_descriptor(
                 "wasmgate_route_request_duration_seconds",
@@ -215,25 +232,63 @@ impl Collector for StatsCollector {
             }
         }
         let no_route = self.stats.global.no_route.load(Ordering::Relaxed);
-        counter(&mut enc, "wasmgate_no_route_requests", "Requests that matched no route (404)", &[(vec![], no_route)])?;
+        counter(
+            &mut enc,
+            "wasmgate_no_route_requests",
+            "Requests that matched no route (404)",
+            &[(vec![], no_route)],
+        )?;
         let reloads = self.stats.global.reloads.load(Ordering::Relaxed);
-        counter(&mut enc, "wasmgate_reloads", "Configuration reloads applied", &[(vec![], reloads)])?;
+        counter(
+            &mut enc,
+            "wasmgate_reloads",
+            "Configuration reloads applied",
+            &[(vec![], reloads)],
+        )?;
         let failed = self.stats.global.reload_failures.load(Ordering::Relaxed);
-        counter(&mut enc, "wasmgate_reload_failures", "Configuration reloads rejected", &[(vec![], failed)])?;
+        counter(
+            &mut enc,
+            "wasmgate_reload_failures",
+            "Configuration reloads rejected",
+            &[(vec![], failed)],
+        )?;
 
         let upstreams = snapshot(&self.stats.upstreams);
         type Pick = fn(&UpstreamStats) -> &AtomicU64;
         let families: [(&str, &str, Pick); 5] = [
-            ("wasmgate_upstream_requests", "Requests sent to the upstream", |u| &u.requests),
-            ("wasmgate_upstream_connections", "Connections opened", |u| &u.connections),
-            ("wasmgate_upstream_connect_failures", "Failed connection attempts", |u| &u.connect_failures),
-            ("wasmgate_upstream_timeouts", "Responses not received in time", |u| &u.timeouts),
-            ("wasmgate_upstream_failures", "Exchanges broken after connecting", |u| &u.failures),
+            (
+                "wasmgate_upstream_requests",
+                "Requests sent to the upstream",
+                |u| &u.requests,
+            ),
+            ("wasmgate_upstream_connections", "Connections opened", |u| {
+                &u.connections
+            }),
+            (
+                "wasmgate_upstream_connect_failures",
+                "Failed connection attempts",
+                |u| &u.connect_failures,
+            ),
+            (
+                "wasmgate_upstream_timeouts",
+                "Responses not received in time",
+                |u| &u.timeouts,
+            ),
+            (
+                "wasmgate_upstream_failures",
+                "Exchanges broken after connecting",
+                |u| &u.failures,
+            ),
         ];
         for (metric, help, pick) in families {
             let rows: Vec<_> = upstreams
                 .iter()
-                .map(|(n, u)| (vec![("upstream", n.as_str())], pick(u).load(Ordering::Relaxed)))
+                .map(|(n, u)| {
+                    (
+                        vec![("upstream", n.as_str())],
+                        pick(u).load(Ordering::Relaxed),
+                    )
+                })
                 .collect();
             counter(&mut enc, metric, help, &rows)?;
         }
@@ -241,14 +296,34 @@ impl Collector for StatsCollector {
         let filters = snapshot(&self.stats.filters);
         let rows: Vec<_> = filters
             .iter()
-            .map(|(n, f)| (vec![("filter", n.as_str())], f.failures.load(Ordering::Relaxed)))
+            .map(|(n, f)| {
+                (
+                    vec![("filter", n.as_str())],
+                    f.failures.load(Ordering::Relaxed),
+                )
+            })
             .collect();
-        counter(&mut enc, "wasmgate_filter_failures", "Streams on which a filter failed", &rows)?;
+        counter(
+            &mut enc,
+            "wasmgate_filter_failures",
+            "Streams on which a filter failed",
+            &rows,
+        )?;
         let rows: Vec<_> = filters
             .iter()
-            .map(|(n, f)| (vec![("filter", n.as_str())], f.vm_replaced.load(Ordering::Relaxed)))
+            .map(|(n, f)| {
+                (
+                    vec![("filter", n.as_str())],
+                    f.vm_replaced.load(Ordering::Relaxed),
+                )
+            })
             .collect();
-        counter(&mut enc, "wasmgate_filter_vm_replaced", "Broken filter instances replaced", &rows)?;
+        counter(
+            &mut enc,
+            "wasmgate_filter_vm_replaced",
+            "Broken filter instances replaced",
+            &rows,
+        )?;
 
         encode_filter_metrics(&mut enc, self.filters.filter_metrics())
     }
@@ -258,7 +333,13 @@ impl Collector for StatsCollector {
 fn metric_name(name: &str) -> String {
     let clean: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("wasmgate_wasm_{clean}")
 }
@@ -269,10 +350,14 @@ fn encode_filter_metrics(
 ) -> std::fmt::Result {
     use wasmgate_abi::MetricKind;
     // Group by metric so each family is described once.
-    let mut by_metric: BTreeMap<String, (MetricKind, Vec<(String, i64, u64)>)> = BTreeMap::new();
+    // metric name -> (kind, [(filter, value, count)])
+    type Rows = Vec<(String, i64, u64)>;
+    let mut by_metric: BTreeMap<String, (MetricKind, Rows)> = BTreeMap::new();
     for (filter, samples) in plugins {
         for s in samples {
-            let slot = by_metric.entry(metric_name(&s.name)).or_insert_with(|| (s.kind.clone(), Vec::new()));
+            let slot = by_metric
+                .entry(metric_name(&s.name))
+                .or_insert_with(|| (s.kind, Vec::new()));
             slot.1.push((filter.clone(), s.value, s.count));
         }
     }
@@ -290,18 +375,20 @@ fn encode_filter_metrics(
             MetricKind::Gauge => {
                 let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
                 for (filter, value, _) in rows {
-                    m.encode_family(&[("filter", filter.as_str())])?.encode_gauge(value)?;
+                    m.encode_family(&[("filter", filter.as_str())])?
+                        .encode_gauge(value)?;
                 }
             }
             MetricKind::Histogram => {
                 let mut m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
                 for (filter, sum, count) in rows {
-                    m.encode_family(&[("filter", filter.as_str())])?.encode_histogram::<NoLabelSet>(
-                        *sum as f64,
-                        *count,
-                        &[(f64::INFINITY, *count)],
-                        None,
-                    )?;
+                    m.encode_family(&[("filter", filter.as_str())])?
+                        .encode_histogram::<NoLabelSet>(
+                            *sum as f64,
+                            *count,
+                            &[(f64::INFINITY, *count)],
+                            None,
+                        )?;
                 }
             }
         }

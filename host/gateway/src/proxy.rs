@@ -30,7 +30,7 @@ use crate::{
     access_log::Entry,
     body::{Body, BoxError},
     chain::{Flow, Side},
-    error::ProxyError,
+    error::{ProxyError, StreamReset},
     filtered_body::{FilteredBody, LimitedBody},
     headers::{add_forwarded, strip_hop_by_hop},
     route::first_match,
@@ -38,8 +38,9 @@ use crate::{
     stream_map,
 };
 
-/// What the pipeline knows about the client connection.
-#[derive(Clone, Copy, Debug)]
+/// What the pipeline knows about the client connection. Cheap to clone;
+/// the text forms are made once per connection, not per request.
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     /// Client address.
     pub peer: SocketAddr,
@@ -47,29 +48,101 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// Whether the client came over TLS.
     pub tls: bool,
+    text: Arc<ConnText>,
 }
 
-/// Serves one request against the given configuration. Never fails: every
-/// error becomes a response here.
-pub async fn handle(req: Request<Incoming>, conn: ConnInfo, snapshot: Arc<Snapshot>) -> Response<Body> {
+#[derive(Debug)]
+struct ConnText {
+    peer_ip: HeaderValue,
+    peer: Vec<u8>,
+    local: Vec<u8>,
+}
+
+impl ConnInfo {
+    /// Describes a new connection.
+    pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool) -> Self {
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        let text = ConnText {
+            peer_ip,
+            peer: peer.to_string().into_bytes(),
+            local: local.to_string().into_bytes(),
+        };
+        Self {
+            peer,
+            local,
+            tls,
+            text: Arc::new(text),
+        }
+    }
+
+    /// The client's IP as a header value (for `x-forwarded-for`).
+    pub fn peer_ip(&self) -> &HeaderValue {
+        &self.text.peer_ip
+    }
+
+    /// `ip:port` of the client.
+    pub fn peer_text(&self) -> &[u8] {
+        &self.text.peer
+    }
+
+    /// `ip:port` of our side.
+    pub fn local_text(&self) -> &[u8] {
+        &self.text.local
+    }
+}
+
+/// Serves one request against the given configuration. Every error
+/// becomes a response here, except a filter closing the stream, which
+/// resets it ([`StreamReset`]).
+///
+/// # Errors
+/// [`StreamReset`] when a filter called `proxy_close_stream`.
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: ConnInfo,
+    snapshot: Arc<Snapshot>,
+) -> Result<Response<Body>, StreamReset> {
     let start = Instant::now();
     let method = req.method().clone();
     let version = req.version();
-    let path = req.uri().path().to_string();
-    let host = request_host(&req).map(str::to_string);
-    let route_index = first_match(&snapshot.matchers, host.as_deref(), &path);
+    // Cheap copies (reference-counted bytes) for matching and the log,
+    // since the request itself moves on.
+    let uri = req.uri().clone();
+    let host_header = match uri.authority() {
+        Some(_) => None,
+        None => req.headers().get(header::HOST).cloned(),
+    };
+    let host = uri
+        .authority()
+        .map(http::uri::Authority::as_str)
+        .or_else(|| host_header.as_ref().and_then(|h| h.to_str().ok()));
+    let path = uri.path();
+    let route_index = first_match(&snapshot.matchers, host, path);
     let route = route_index.map(|i| &snapshot.routes[i]);
     let mut sent_headers = None;
     let mut before = Vec::new();
+    let mut reset = false;
     let response = match route {
         None => {
             snapshot_no_route(&snapshot);
             ProxyError::NoRoute.into_response()
         }
         Some(route) => {
-            match forward(req, conn, &snapshot, route, host.as_deref(), &mut sent_headers, &mut before).await {
+            match forward(
+                req,
+                &conn,
+                &snapshot,
+                route,
+                host,
+                &mut sent_headers,
+                &mut before,
+            )
+            .await
+            {
                 Ok(response) => response,
                 Err(e) => {
+                    reset = matches!(e, ProxyError::StreamClosed { .. });
                     if e.status().is_server_error() {
                         tracing::warn!(route = %route.name, error = %e, "request failed");
                     }
@@ -79,43 +152,45 @@ pub async fn handle(req: Request<Incoming>, conn: ConnInfo, snapshot: Arc<Snapsh
         }
     };
     let elapsed = start.elapsed();
+    // A reset counts (and logs) as status 0: nothing was answered.
+    let status = if reset { 0 } else { response.status().as_u16() };
     if let Some(route) = route {
-        route.stats.record(response.status().as_u16(), elapsed);
+        route.stats.record(status, elapsed);
     }
     snapshot.access_log.log(
         &Entry {
             peer: conn.peer,
             method: method.as_str(),
-            path: &path,
-            host: host.as_deref().unwrap_or("-"),
+            path,
+            host: host.unwrap_or("-"),
             route: route.map_or("-", |r| &r.name),
             upstream: route.map_or("-", |r| &r.upstream.name),
-            status: response.status().as_u16(),
+            status,
             elapsed,
             version,
         },
         sent_headers.as_ref(),
         &before,
     );
-    response
+    if reset {
+        Err(StreamReset)
+    } else {
+        Ok(response)
+    }
 }
 
 fn snapshot_no_route(snapshot: &Snapshot) {
-    snapshot.stats.global.no_route.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Host from `:authority` (HTTP/2, absolute-form) or the `Host` header.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri()
-        .authority()
-        .map(http::uri::Authority::as_str)
-        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+    snapshot
+        .stats
+        .global
+        .no_route
+        .fetch_add(1, Ordering::Relaxed);
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     req: Request<Incoming>,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     snapshot: &Snapshot,
     route: &Route,
     host: Option<&str>,
@@ -130,12 +205,17 @@ async fn forward(
     // and the connection is closed after the response, so bytes smuggled
     // behind the body are never read as a request. HTTP/2 forbids
     // Transfer-Encoding outright.
+    if parts.headers.len() > snapshot.limits.max_headers {
+        return Err(ProxyError::TooManyHeaders {
+            limit: snapshot.limits.max_headers,
+        });
+    }
     let limit = snapshot.limits.max_body_bytes;
     if body.size_hint().lower() > limit {
         return Err(ProxyError::BodyTooLarge { limit });
     }
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, conn.peer.ip(), conn.tls, host);
+    add_forwarded(&mut parts.headers, conn.peer_ip(), conn.tls, host);
     if let Some(h) = host
         && !parts.headers.contains_key(header::HOST)
         && let Ok(v) = HeaderValue::from_str(h)
@@ -145,8 +225,11 @@ async fn forward(
     let upstream = &route.upstream;
     // Origin form, as the client meant it; the upstream's prefix is added
     // after the filters (which see the client's path).
-    if let Some(pq) = parts.uri.path_and_query().cloned() {
-        parts.uri = pq.as_str().parse().map_err(|_| ProxyError::BadRequest("request target"))?;
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let mut origin = http::uri::Parts::default();
+        origin.path_and_query = parts.uri.path_and_query().cloned();
+        parts.uri =
+            http::Uri::from_parts(origin).map_err(|_| ProxyError::BadRequest("request target"))?;
     }
     parts.version = Version::HTTP_11;
     if snapshot.access_log.wants_headers() {
@@ -181,16 +264,22 @@ async fn forward(
     if !upstream.path_prefix.is_empty() {
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let uri = format!("{}{}", upstream.path_prefix, pq);
-        parts.uri = uri.parse().map_err(|_| ProxyError::BadRequest("request target"))?;
+        parts.uri = uri
+            .parse()
+            .map_err(|_| ProxyError::BadRequest("request target"))?;
     }
     if snapshot.access_log.wants_headers() {
         *sent_headers = Some(parts.headers.clone());
     }
 
-    let sent = upstream.send(Request::from_parts(parts, upstream_body)).await;
+    let sent = upstream
+        .send(Request::from_parts(parts, upstream_body))
+        .await;
     let response = match sent {
         Ok(r) => r,
-        Err(_) if too_large.load(Ordering::Relaxed) => return Err(ProxyError::BodyTooLarge { limit }),
+        Err(_) if too_large.load(Ordering::Relaxed) => {
+            return Err(ProxyError::BodyTooLarge { limit });
+        }
         Err(e) => return Err(e),
     };
     if let Some(back) = run_back {
@@ -200,10 +289,16 @@ async fn forward(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let Some(mut filter_run) = run else {
-        return Ok(Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync()));
+        return Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed_unsync(),
+        ));
     };
     stream_map::response_headers_into(&mut filter_run.stream, &parts);
-    match filter_run.headers(Side::Response, body.is_end_stream()).await? {
+    match filter_run
+        .headers(Side::Response, body.is_end_stream())
+        .await?
+    {
         // The upstream's body is dropped unread; the filter's reply replaces it.
         Flow::Respond(local) => return Ok(stream_map::local_response(local)),
         Flow::Continue => stream_map::apply_response(&filter_run.stream, &mut parts)?,

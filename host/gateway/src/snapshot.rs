@@ -60,7 +60,9 @@ pub struct Snapshot {
 
 impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Snapshot").field("generation", &self.generation).finish_non_exhaustive()
+        f.debug_struct("Snapshot")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
     }
 }
 
@@ -70,7 +72,11 @@ impl Snapshot {
     ///
     /// # Errors
     /// Every problem found, each naming the file and the key.
-    pub fn build(config: Config, runtime: &Runtime, stats: &Arc<Stats>) -> Result<Snapshot, ConfigErrors> {
+    pub fn build(
+        config: Config,
+        runtime: &Runtime,
+        stats: &Arc<Stats>,
+    ) -> Result<Snapshot, ConfigErrors> {
         let source = config.source.clone();
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
@@ -85,7 +91,8 @@ impl Snapshot {
         }
         for (i, listener) in config.listeners.iter().enumerate() {
             if let Some(tls) = &listener.tls
-                && let Err(e) = crate::tls::server_config(&config.resolve(&tls.cert), &config.resolve(&tls.key))
+                && let Err(e) =
+                    crate::tls::server_config(&config.resolve(&tls.cert), &config.resolve(&tls.key))
             {
                 errors.push(format!("{source}: listeners[{i}].tls: {e}"));
             }
@@ -134,6 +141,13 @@ impl Snapshot {
             });
         }
         if !errors.is_empty() {
+            // Warnings often explain an error (an unset variable makes a
+            // filter refuse its configuration): report them alongside.
+            errors.extend(
+                warnings
+                    .into_iter()
+                    .map(|w| format!("{source}: warning: {w}")),
+            );
             return Err(ConfigErrors::new(errors));
         }
         Ok(Snapshot {
@@ -151,7 +165,10 @@ impl Snapshot {
 
     /// Every loaded filter with its plugin (for the filters' own metrics).
     pub fn plugins(&self) -> impl Iterator<Item = &FilterDef> {
-        self.routes.iter().filter_map(|r| r.chain.as_ref()).flat_map(|c| c.filters.iter())
+        self.routes
+            .iter()
+            .filter_map(|r| r.chain.as_ref())
+            .flat_map(|c| c.filters.iter())
     }
 }
 
@@ -182,11 +199,18 @@ fn plugin_spec(
     spec.env = fc
         .env
         .iter()
-        .filter_map(|var| match std::env::var(var).ok().or_else(|| fc.env_defaults.get(var).cloned()) {
-            Some(value) => Some((var.clone(), value)),
-            None => {
-                warnings.push(format!("{key}.filters[{j}].env: {var} is not set in the gateway's environment"));
-                None
+        .filter_map(|var| {
+            match std::env::var(var)
+                .ok()
+                .or_else(|| fc.env_defaults.get(var).cloned())
+            {
+                Some(value) => Some((var.clone(), value)),
+                None => {
+                    warnings.push(format!(
+                        "{key}.filters[{j}].env: {var} is not set in the gateway's environment"
+                    ));
+                    None
+                }
             }
         })
         .collect();

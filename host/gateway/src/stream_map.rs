@@ -9,12 +9,21 @@ use wasmgate_abi::{LocalResponse, Stream};
 use crate::{body::Body, error::ProxyError, proxy::ConnInfo};
 
 /// A fresh stream holding the request as the filters should see it.
-pub fn request_stream(parts: &request::Parts, conn: ConnInfo, route: &str) -> Stream {
-    let mut stream = Stream::default();
+pub fn request_stream(parts: &request::Parts, conn: &ConnInfo, route: &str) -> Stream {
+    let mut stream = Stream {
+        request_headers: wasmgate_abi::HeaderMap::with_capacity(parts.headers.len() + 4),
+        ..Stream::default()
+    };
     let map = &mut stream.request_headers;
     map.add(":method", parts.method.as_str());
-    map.add(":path", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
-    let authority = parts.headers.get(header::HOST).map_or(&[][..], HeaderValue::as_bytes);
+    map.add(
+        ":path",
+        parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+    );
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .map_or(&[][..], HeaderValue::as_bytes);
     map.add(":authority", authority);
     map.add(":scheme", if conn.tls { "https" } else { "http" });
     for (name, value) in &parts.headers {
@@ -24,7 +33,10 @@ pub fn request_stream(parts: &request::Parts, conn: ConnInfo, route: &str) -> St
     }
     let props = &mut stream.properties;
     props.insert("source.address".into(), conn.peer.to_string().into_bytes());
-    props.insert("destination.address".into(), conn.local.to_string().into_bytes());
+    props.insert(
+        "destination.address".into(),
+        conn.local.to_string().into_bytes(),
+    );
     props.insert("route_name".into(), route.as_bytes().to_vec());
     stream
 }
@@ -37,13 +49,19 @@ pub fn request_stream(parts: &request::Parts, conn: ConnInfo, route: &str) -> St
 /// A `:method` or `:path` that is not valid.
 pub fn apply_request(stream: &Stream, parts: &mut request::Parts) -> Result<(), ProxyError> {
     let map = &stream.request_headers;
+    if request_unchanged(map, parts) {
+        return Ok(());
+    }
     if let Some(method) = map.get(":method")
         && method != parts.method.as_str().as_bytes()
     {
-        parts.method = Method::from_bytes(method).map_err(|_| ProxyError::BadRequest(":method set by a filter"))?;
+        parts.method = Method::from_bytes(method)
+            .map_err(|_| ProxyError::BadRequest(":method set by a filter"))?;
     }
     if let Some(path) = map.get_str(":path") {
-        parts.uri = path.parse().map_err(|_| ProxyError::BadRequest(":path set by a filter"))?;
+        parts.uri = path
+            .parse()
+            .map_err(|_| ProxyError::BadRequest(":path set by a filter"))?;
     }
     parts.headers.clear();
     for (name, value) in map.iter() {
@@ -72,8 +90,8 @@ pub fn apply_request(stream: &Stream, parts: &mut request::Parts) -> Result<(), 
 
 /// Puts the upstream's response headers into the stream.
 pub fn response_headers_into(stream: &mut Stream, parts: &response::Parts) {
+    stream.response_headers = wasmgate_abi::HeaderMap::with_capacity(parts.headers.len() + 1);
     let map = &mut stream.response_headers;
-    map.clear();
     map.add(":status", parts.status.as_str());
     for (name, value) in &parts.headers {
         map.add(name.as_str(), value.as_bytes());
@@ -86,6 +104,12 @@ pub fn response_headers_into(stream: &mut Stream, parts: &response::Parts) {
 /// A `:status` a filter made invalid.
 pub fn apply_response(stream: &Stream, parts: &mut response::Parts) -> Result<(), ProxyError> {
     let map = &stream.response_headers;
+    if map.get(":status") == Some(parts.status.as_str().as_bytes())
+        && same_regular_headers(map, parts.headers.iter())
+    {
+        // Untouched by the filters (the common case): nothing to rebuild.
+        return Ok(());
+    }
     if let Some(status) = map.get_str(":status") {
         parts.status = status
             .parse::<u16>()
@@ -98,11 +122,17 @@ pub fn apply_response(stream: &Stream, parts: &mut response::Parts) -> Result<()
         if name.starts_with(':') {
             continue;
         }
-        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value)) {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
             (Ok(n), Ok(v)) => {
                 parts.headers.append(n, v);
             }
-            _ => tracing::warn!(header = name, "filter set an invalid response header; dropped"),
+            _ => tracing::warn!(
+                header = name,
+                "filter set an invalid response header; dropped"
+            ),
         }
     }
     Ok(())
@@ -117,9 +147,49 @@ pub fn local_response(local: LocalResponse) -> Response<Body> {
     let mut response = Response::new(crate::body::full(local.body));
     *response.status_mut() = status;
     for (name, value) in local.headers.iter() {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value)) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
             response.headers_mut().append(n, v);
         }
     }
     response
+}
+
+/// Whether the filters left the request exactly as [`request_stream`] made it.
+fn request_unchanged(map: &wasmgate_abi::HeaderMap, parts: &request::Parts) -> bool {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .map_or(&[][..], HeaderValue::as_bytes);
+    map.get(":method") == Some(parts.method.as_str().as_bytes())
+        && map.get(":path")
+            == Some(
+                parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .as_bytes(),
+            )
+        && map.get(":authority") == Some(host)
+        && same_regular_headers(
+            map,
+            parts.headers.iter().filter(|(n, _)| *n != header::HOST),
+        )
+}
+
+/// Whether the map's non-pseudo headers are exactly `headers`, in order.
+fn same_regular_headers<'a>(
+    map: &wasmgate_abi::HeaderMap,
+    headers: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+) -> bool {
+    let mut ours = map.iter().filter(|(n, _)| !n.starts_with(':'));
+    for (name, value) in headers {
+        match ours.next() {
+            Some((n, v)) if n == name.as_str() && v == value.as_bytes() => {}
+            _ => return false,
+        }
+    }
+    ours.next().is_none()
 }

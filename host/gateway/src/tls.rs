@@ -99,7 +99,9 @@ pub fn client_config(tls: ClientTls<'_>) -> Result<Arc<ClientConfig>, String> {
         Some(ca) => {
             let mut store = RootCertStore::empty();
             for cert in load_certs(ca)? {
-                store.add(cert).map_err(|e| format!("{}: {e}", ca.display()))?;
+                store
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", ca.display()))?;
             }
             store
         }

@@ -38,8 +38,9 @@ use crate::{
     tls::{ClientTls, client_config},
 };
 
-/// Most idle HTTP/1.1 connections a worker keeps per upstream.
-const MAX_IDLE_PER_WORKER: usize = 128;
+/// Most HTTP/1.1 connections (idle or busy) a worker keeps per upstream;
+/// beyond that a connection is closed after its exchange.
+const MAX_IDLE_PER_WORKER: usize = 256;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -68,7 +69,9 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -94,14 +97,25 @@ impl Upstream {
     ///
     /// # Errors
     /// A message naming the key and the problem.
-    pub fn build(name: &str, conf: &UpstreamConfig, config: &Config, stats: Arc<UpstreamStats>) -> Result<Upstream, String> {
+    pub fn build(
+        name: &str,
+        conf: &UpstreamConfig,
+        config: &Config,
+        stats: Arc<UpstreamStats>,
+    ) -> Result<Upstream, String> {
         let key = format!("upstreams.{name}");
         let uri: Uri = conf.url.parse().map_err(|e| format!("{key}.url: {e}"))?;
         let https = uri.scheme_str() == Some("https");
         let host = uri.host().ok_or_else(|| format!("{key}.url: no host"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let authority = uri.authority().cloned().ok_or_else(|| format!("{key}.url: no host"))?;
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("{key}.url: no host"))?;
         let path_prefix = uri.path().trim_end_matches('/').to_string();
         let tls = if https {
             let t = conf.tls.clone().unwrap_or_default();
@@ -115,7 +129,8 @@ impl Upstream {
             })
             .map_err(|e| format!("{key}.tls: {e}"))?;
             let sni = t.server_name.clone().unwrap_or_else(|| host.clone());
-            let sni = ServerName::try_from(sni).map_err(|e| format!("{key}.tls.server_name: {e}"))?;
+            let sni =
+                ServerName::try_from(sni).map_err(|e| format!("{key}.tls.server_name: {e}"))?;
             Some((TlsConnector::from(client), sni))
         } else {
             None
@@ -123,7 +138,11 @@ impl Upstream {
         Ok(Upstream {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: name.to_string(),
-            scheme: if https { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP },
+            scheme: if https {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            },
             host,
             port,
             authority,
@@ -153,19 +172,28 @@ impl Upstream {
     /// # Errors
     /// [`ProxyError::UpstreamConnect`], [`ProxyError::UpstreamTimeout`] or
     /// [`ProxyError::UpstreamFailed`].
-    pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, ProxyError> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let exchange = self.exchange(req);
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result,
             Err(_) => {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(ProxyError::UpstreamTimeout { upstream: self.name.clone(), timeout: self.timeout })
+                Err(ProxyError::UpstreamTimeout {
+                    upstream: self.name.clone(),
+                    timeout: self.timeout,
+                })
             }
         }
     }
 
-    async fn exchange(self: &Arc<Self>, mut req: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
+    async fn exchange(
+        self: &Arc<Self>,
+        mut req: Request<Body>,
+    ) -> Result<Response<Incoming>, ProxyError> {
         // A pooled connection may have been closed by the peer just now; if
         // the request was not written yet hyper gives it back and we retry
         // once on a fresh connection.
@@ -201,7 +229,10 @@ impl Upstream {
 
     fn failed(&self, e: &TrySendError<Request<Body>>) -> ProxyError {
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
-        ProxyError::UpstreamFailed { upstream: self.name.clone(), reason: error_chain(e.error()) }
+        ProxyError::UpstreamFailed {
+            upstream: self.name.clone(),
+            reason: error_chain(e.error()),
+        }
     }
 
     /// HTTP/2 needs scheme and authority in the URI (they become
@@ -278,7 +309,10 @@ impl Upstream {
             Err(reason) => {
                 self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(upstream = %self.name, %reason, "upstream connect failed");
-                Err(ProxyError::UpstreamConnect { upstream: self.name.clone(), reason })
+                Err(ProxyError::UpstreamConnect {
+                    upstream: self.name.clone(),
+                    reason,
+                })
             }
         }
     }

@@ -37,15 +37,23 @@ pub fn spawn(
         .iter()
         .map(|b| Ok((b.socket.try_clone()?, b.tls.clone())))
         .collect::<std::io::Result<Vec<_>>>()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    std::thread::Builder::new().name(format!("wasmgate-worker-{index}")).spawn(move || {
-        runtime.block_on(run(sockets, shared, stop));
-        // Connections still open after the drain are cut here.
-        runtime.shutdown_timeout(Duration::from_millis(100));
-    })
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(format!("wasmgate-worker-{index}"))
+        .spawn(move || {
+            runtime.block_on(run(sockets, shared, stop));
+            // Connections still open after the drain are cut here.
+            runtime.shutdown_timeout(Duration::from_millis(100));
+        })
 }
 
-async fn run(sockets: Vec<(StdListener, Option<TlsAcceptor>)>, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn run(
+    sockets: Vec<(StdListener, Option<TlsAcceptor>)>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     let limits = shared.snapshot.load().limits.clone();
     let builder = Arc::new(server_builder(&limits));
     let graceful = Arc::new(GracefulShutdown::new());
@@ -67,6 +75,11 @@ async fn run(sockets: Vec<(StdListener, Option<TlsAcceptor>)>, shared: Arc<Share
             stop.clone(),
         )));
     }
+    // Filter timers, queues and root-context http calls of this worker.
+    loops.push(tokio::spawn(crate::chain::timers::run(
+        shared.clone(),
+        stop.clone(),
+    )));
     // Wait for the stop signal (or the handle being dropped).
     while !*stop.borrow_and_update() {
         if stop.changed().await.is_err() {
@@ -83,7 +96,10 @@ async fn run(sockets: Vec<(StdListener, Option<TlsAcceptor>)>, shared: Arc<Share
         tracing::error!("accept loops still hold the connection tracker; not draining");
         return;
     };
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(?drain, "drain timed out; closing remaining connections");
     }
 }

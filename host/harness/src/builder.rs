@@ -145,8 +145,9 @@ impl Harness {
         self
     }
 
-    /// The log level the host reports to the filter (`proxy_get_log_level`). Every record
-    /// is captured whatever the level; default Trace.
+    /// The log level the host reports to the filter (`proxy_get_log_level`) in its stream,
+    /// tick and call callbacks. Every record is captured whatever the level; default Trace.
+    /// During start-up (`on_vm_start`, `on_configure`) the host reports Trace.
     pub fn log_level(mut self, level: LogLevel) -> Self {
         self.log_level = Some(level);
         self
@@ -170,7 +171,9 @@ impl Harness {
     /// # Errors
     ///
     /// [`Error::Load`] when the module is invalid or refuses its configuration; the message
-    /// names the module and the reason.
+    /// names the module and the reason, quoting the filter's last error-level log line, and
+    /// [`Error::startup_logs`] holds everything it logged while starting. On success, the
+    /// start-up logs are in [`Filter::logs`].
     pub fn start(self) -> Result<Filter> {
         let runtime = match self.runtime {
             Some(runtime) => runtime,

@@ -1,6 +1,6 @@
 //! [`Error`]: everything that can go wrong while driving a filter in the harness.
 
-use wasmgate_abi::{Fault, FaultKind, LoadError};
+use wasmgate_abi::{Fault, FaultKind, LoadError, LogRecord};
 
 /// Result alias used throughout the harness.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -10,7 +10,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The module could not be read, compiled, instantiated or configured. The message
-    /// names the module and the reason (e.g. `proxy_on_configure returned false`).
+    /// names the module and the reason (e.g. `proxy_on_configure returned false`), and
+    /// quotes the filter's own last error-level log line when it logged one; all it logged
+    /// while starting is in [`Error::startup_logs`].
     #[error(transparent)]
     Load(#[from] LoadError),
     /// A guest callback failed (trap, deadline, memory, bad pointer, invalid action, ...).
@@ -67,5 +69,24 @@ impl Error {
             Error::Load(err) => Some(err),
             _ => None,
         }
+    }
+
+    /// What the filter logged while starting, when this error is a failed start-up
+    /// (`_initialize`, root context creation, `on_vm_start` or `on_configure`); empty otherwise.
+    pub fn startup_logs(&self) -> &[LogRecord] {
+        match self {
+            Error::Load(err) => startup_logs(err),
+            _ => &[],
+        }
+    }
+}
+
+/// What the guest logged before its start-up failed, when the load error carries it.
+pub(crate) fn startup_logs(err: &LoadError) -> &[LogRecord] {
+    match err {
+        LoadError::Start { logs, .. }
+        | LoadError::VmStartFailed { logs, .. }
+        | LoadError::ConfigureFailed { logs, .. } => logs,
+        _ => &[],
     }
 }

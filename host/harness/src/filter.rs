@@ -128,6 +128,12 @@ impl Filter {
         self.borrow().generation
     }
 
+    /// The size of the current instance's linear memory in bytes (0 if there is none),
+    /// e.g. to check that a filter does not grow without bound over many streams.
+    pub fn memory_size(&self) -> usize {
+        self.borrow().vm.as_ref().map_or(0, Vm::memory_size)
+    }
+
     /// Faults so far, oldest first, as (callback, kind).
     pub fn faults(&self) -> Vec<(String, FaultKind)> {
         self.borrow().faults.clone()
@@ -135,7 +141,10 @@ impl Filter {
 
     // === logs ===
 
-    /// Every log record so far (`proxy_log`, and the module's stdout/stderr), oldest first.
+    /// Every log record so far (`proxy_log`, and the module's stdout/stderr), oldest first,
+    /// from every instance: what each logged while starting (`_initialize`, `on_vm_start`,
+    /// `on_configure`) comes first, then its callbacks. A fresh instance that fails to
+    /// start after a fault leaves its start-up logs here too.
     pub fn logs(&self) -> Vec<LogRecord> {
         self.borrow().logs.clone()
     }
@@ -308,7 +317,8 @@ impl Filter {
         let mut budget = inner.since_tick + by;
         let mut fired = 0;
         loop {
-            let period = match inner.vm.as_ref().and_then(|vm| vm.tick_period()) {
+            // After a fault, a fresh instance takes over the timers (it sets its own period).
+            let period = match inner.vm()?.tick_period() {
                 Some(p) if !p.is_zero() => p,
                 _ => {
                     inner.since_tick = Duration::ZERO;
@@ -367,8 +377,15 @@ impl Inner {
     /// The current instance, starting a fresh one if there is none.
     pub(crate) fn vm(&mut self) -> Result<&mut Vm> {
         if self.vm.as_ref().is_none_or(Vm::is_broken) {
-            let mut vm = self.plugin.instantiate()?;
-            vm.set_log_capture(true);
+            // Capture from the first instruction, so what the filter logs while starting
+            // (`on_vm_start`, `on_configure`) is in `Filter::logs` like everything else.
+            let mut vm = match self.plugin.instantiate_capturing() {
+                Ok(vm) => vm,
+                Err(err) => {
+                    self.logs.extend_from_slice(crate::error::startup_logs(&err));
+                    return Err(err.into());
+                }
+            };
             vm.set_log_level(self.log_level);
             vm.set_clock(Some(self.clock));
             self.logs.extend(vm.take_logs());

@@ -10,37 +10,50 @@
 //!
 //! # Example
 //!
-//! A filter that authenticates each request with an http call to an `auth` upstream:
+//! The secret-header filter, configured as in production, with the secret coming from the
+//! module's environment; a client that tries to spoof the header loses:
+//!
+//! ```no_run
+//! use wasmgate_harness::{Action, Harness};
+//!
+//! # fn main() -> Result<(), wasmgate_harness::Error> {
+//! // 1. Describe and start the filter: on_vm_start and on_configure run here, and a filter
+//! //    that refuses its configuration is an `Error::Load` naming the module and the reason.
+//! let filter = Harness::load("target/wasm32-wasip1/release/secret_header.wasm")?
+//!     .plugin_config(r#"{"set":{"headers":["Authorization:Bearer {vault://env/TOKEN}"]}}"#)
+//!     .env("TOKEN", "s3cr3t")
+//!     .start()?;
+//!
+//! // 2. Drive one stream, callback by callback, and read what the filter left.
+//! let mut http = filter.http_stream()?;
+//! let request = [(":method", "GET"), (":path", "/v1/items"), ("authorization", "spoofed")];
+//! assert_eq!(http.request_headers(request, true)?, Action::Continue);
+//! assert_eq!(http.request_header("authorization"), Some("Bearer s3cr3t"));
+//! http.response_headers([(":status", "200")], true)?;
+//! http.log()?;
+//! http.finish()?;
+//!
+//! // 3. Whatever the filter logged is there to check: never the secret.
+//! assert!(filter.logs().iter().all(|r| !r.message.contains("s3cr3t")));
+//! # Ok(()) }
+//! ```
+//!
+//! A filter that authenticates each request with an http call: the test plays the
+//! upstream, and the filter resumes the request it paused:
 //!
 //! ```no_run
 //! use wasmgate_harness::{Action, Harness, Reply};
 //!
 //! # fn main() -> Result<(), wasmgate_harness::Error> {
-//! // 1. Describe and start the filter: on_vm_start and on_configure run here, and a filter
-//! //    that refuses its configuration is an `Error::Load` naming the module and the reason.
-//! let filter = Harness::load("target/wasm32-wasip1/release/http_call.wasm")?
-//!     .plugin_config("upstream=auth")
-//!     .upstream("auth")
-//!     .env("TOKEN", "not-a-real-secret")
-//!     .start()?;
-//!
-//! // 2. One stream: the request headers go in, the filter dispatches a call and pauses.
+//! let filter = Harness::load("http_call.wasm")?.plugin_config("upstream=auth").upstream("auth").start()?;
 //! let mut http = filter.http_stream()?;
-//! let action = http.request_headers([(":method", "GET"), (":path", "/"), (":authority", "example")], true)?;
+//! let action = http.request_headers([(":method", "GET"), (":path", "/"), (":authority", "api")], true)?;
 //! assert_eq!(action, Action::Pause);
-//! let call = &http.pending_http_calls()[0];
+//! let call = http.pending_http_calls().remove(0);
 //! assert_eq!(call.upstream, "auth");
-//!
-//! // 3. The test plays the upstream; the filter resumes the request and adds headers.
 //! http.respond_http_call(call.token, Reply::status(200).body("alice"))?;
 //! assert!(!http.is_request_paused());
 //! assert_eq!(http.request_header("x-auth-body"), Some("alice"));
-//!
-//! // 4. The rest of the stream, then what the filter left behind.
-//! http.response_headers([(":status", "200")], true)?;
-//! http.log()?;
-//! http.finish()?;
-//! assert!(filter.logs().iter().any(|r| r.message.contains("http_call")));
 //! # Ok(()) }
 //! ```
 //!

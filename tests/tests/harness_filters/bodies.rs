@@ -78,3 +78,30 @@ fn empty_and_absent_bodies() -> TestResult {
     assert_eq!(http.response_body_sent(), b"");
     Ok(())
 }
+
+#[test]
+fn memory_stays_flat_over_many_streams() -> TestResult {
+    let filter = start("bodies", "")?;
+    let run = || -> TestResult {
+        let mut http = filter.http_stream()?;
+        http.request_headers(post("/", 1024), false)?;
+        http.request_body(vec![b'a'; 1024], true)?;
+        http.response_headers([(":status", "200")], false)?;
+        http.response_body(vec![b'b'; 1024], true)?;
+        http.log()?;
+        http.finish()
+    };
+    for _ in 0..50 {
+        run()?;
+    }
+    let warmed_up = filter.memory_size();
+    for _ in 0..500 {
+        run()?;
+    }
+    assert_eq!(
+        filter.memory_size(),
+        warmed_up,
+        "linear memory grew over 500 streams"
+    );
+    Ok(())
+}

@@ -189,3 +189,25 @@ fn whole_trailer_maps_can_be_replaced() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn interleaved_streams_keep_their_own_maps() -> TestResult {
+    let filter = start("headers", "")?;
+    let mut streams = Vec::new();
+    for n in 0..3 {
+        let mut http = filter.http_stream()?;
+        http.request_headers(super::get(&format!("/s{n}")), false)?;
+        streams.push(http);
+    }
+    assert_eq!(filter.instances(), 1);
+    // Responses arrive in reverse order; each stream sees only its own request.
+    for (n, http) in streams.iter_mut().enumerate().rev() {
+        http.response_headers([(":status", "200")], true)?;
+        let path = format!("/s{n}");
+        assert_eq!(http.response_header("x-req-path"), Some(path.as_str()));
+        assert_eq!(http.request_header("x-seen-path"), Some(path.as_str()));
+    }
+    let ids: std::collections::HashSet<u32> = streams.iter().map(|h| h.context_id()).collect();
+    assert_eq!(ids.len(), 3, "every stream has its own context id");
+    Ok(())
+}

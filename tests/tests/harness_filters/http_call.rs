@@ -142,3 +142,22 @@ fn finishing_a_stream_drops_its_calls() -> TestResult {
     assert!(filter.pending_http_calls().is_empty());
     Ok(())
 }
+
+#[test]
+fn answers_reach_the_stream_that_made_the_call() -> TestResult {
+    let filter = start()?;
+    let (mut first, first_token) = dispatched(&filter)?;
+    let (mut second, second_token) = dispatched(&filter)?;
+    assert_ne!(first_token, second_token);
+    assert_eq!(filter.pending_http_calls().len(), 2);
+    // A stream cannot answer another stream's call.
+    let err = first
+        .respond_http_call(second_token, Reply::status(200))
+        .unwrap_err();
+    assert!(matches!(err, Error::Usage(_)), "{err:?}");
+    second.respond_http_call(second_token, Reply::status(200).body("second"))?;
+    first.respond_http_call(first_token, Reply::status(200).body("first"))?;
+    assert_eq!(first.request_header("x-auth-body"), Some("first"));
+    assert_eq!(second.request_header("x-auth-body"), Some("second"));
+    Ok(())
+}

@@ -85,6 +85,42 @@ fn dropping_an_unfinished_stream_ends_it() -> TestResult {
 }
 
 #[test]
+fn start_up_logs_are_captured() -> TestResult {
+    let filter = Harness::load(wasmgate_tests::wasm("lifecycle"))?.start()?;
+    // What the filter logged in on_vm_start and on_configure, before any stream.
+    assert!(
+        filter.logged(LogLevel::Info, "level info"),
+        "{:?}",
+        filter.logs()
+    );
+    let messages = filter.log_messages();
+    let expected = [
+        "lifecycle: vm_start",
+        "lifecycle: configure",
+        "level trace",
+        "level debug",
+        "level info",
+        "level warn",
+        "level error",
+        "level critical",
+    ];
+    assert_eq!(messages, expected);
+    for (level, name) in [
+        (LogLevel::Trace, "trace"),
+        (LogLevel::Critical, "critical"),
+    ] {
+        assert!(filter.logged(level, &format!("level {name}")), "{name}");
+    }
+    // Capture is on from the first instruction, so the filter saw level Trace while starting.
+    assert_eq!(
+        filter.shared_data_str("lifecycle.log_level").as_deref(),
+        Some("Trace")
+    );
+
+    Ok(())
+}
+
+#[test]
 fn logs_at_every_level_and_the_reported_log_level() -> TestResult {
     let filter = Harness::load(wasmgate_tests::wasm("lifecycle"))?.start()?;
     let mut http = filter.http_stream()?;

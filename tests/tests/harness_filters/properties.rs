@@ -102,12 +102,39 @@ fn unknown_standard_properties_are_absent() -> TestResult {
 
 #[test]
 fn root_context_properties() -> TestResult {
-    let filter = Harness::load(wasmgate_tests::wasm("properties"))?.start()?;
-    assert_eq!(filter.shared_data_str("properties.root").as_deref(), Some("root-value"));
-    assert_eq!(filter.root_property("wasmgate.test.root"), Some(b"root-value".to_vec()));
+    // wasmgate lets the root context set a property and read it back (Envoy answers
+    // NotFound: a deliberate difference, see envoy-example/README.md).
+    let filter = Harness::load(wasmgate_tests::wasm("properties"))?
+        .plugin_config("root=set")
+        .start()?;
+    assert_eq!(
+        filter.shared_data_str("properties.root_set").as_deref(),
+        Some("ok")
+    );
+    assert_eq!(
+        filter.shared_data_str("properties.root").as_deref(),
+        Some("root-value")
+    );
+    assert_eq!(
+        filter.root_property("wasmgate.test.root"),
+        Some(b"root-value".to_vec())
+    );
     // Root properties are not stream properties.
     let mut http = filter.http_stream()?;
     http.request_headers(super::get("/"), true)?;
     assert_eq!(http.property("wasmgate.test.root"), None);
+    assert_eq!(http.request_header("x-prop-root-set"), Some("ok"));
+    Ok(())
+}
+
+#[test]
+fn without_root_set_the_root_context_sets_nothing() -> TestResult {
+    let filter = Harness::load(wasmgate_tests::wasm("properties"))?.start()?;
+    assert_eq!(filter.shared_data("properties.root_set"), None);
+    assert_eq!(filter.shared_data("properties.root"), None);
+    assert_eq!(filter.root_property("wasmgate.test.root"), None);
+    let mut http = filter.http_stream()?;
+    http.request_headers(super::get("/"), true)?;
+    assert_eq!(http.request_header("x-prop-root-set"), None);
     Ok(())
 }

@@ -24,8 +24,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 /// The buffer of type `ty` as the running callback sees it.
 fn buffer_ref(state: &HostState, ty: u32) -> Option<&[u8]> {
     match ty {
-        buffer::HTTP_REQUEST_BODY if state.has_stream => Some(&state.stream.request_body),
-        buffer::HTTP_RESPONSE_BODY if state.has_stream => Some(&state.stream.response_body),
+        buffer::HTTP_REQUEST_BODY => state.stream.get().map(|s| s.request_body.as_slice()),
+        buffer::HTTP_RESPONSE_BODY => state.stream.get().map(|s| s.response_body.as_slice()),
         buffer::HTTP_CALL_RESPONSE_BODY => state.http_response.as_ref().map(|r| r.body.as_slice()),
         _ => config_buffer(state, ty),
     }
@@ -33,8 +33,8 @@ fn buffer_ref(state: &HostState, ty: u32) -> Option<&[u8]> {
 
 fn buffer_mut(state: &mut HostState, ty: u32) -> Option<&mut Vec<u8>> {
     match ty {
-        buffer::HTTP_REQUEST_BODY if state.has_stream => Some(&mut state.stream.request_body),
-        buffer::HTTP_RESPONSE_BODY if state.has_stream => Some(&mut state.stream.response_body),
+        buffer::HTTP_REQUEST_BODY => state.stream.get_mut().map(|s| &mut s.request_body),
+        buffer::HTTP_RESPONSE_BODY => state.stream.get_mut().map(|s| &mut s.response_body),
         buffer::HTTP_CALL_RESPONSE_BODY => state.http_response.as_mut().map(|r| &mut r.body),
         _ => None,
     }
@@ -88,7 +88,7 @@ fn proxy_set_buffer_bytes(
     ptr: u32,
     len: u32,
 ) -> HostResult {
-    let memory = memory(&caller);
+    let memory = memory(&caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let max = state.max_len();
     let data = slice(mem, ptr, len, max, "proxy_set_buffer_bytes data")?;
@@ -117,7 +117,7 @@ fn proxy_get_buffer_status(
     let Some(len) = buffer_ref(caller.data(), ty).map(<[u8]>::len) else {
         return status(Status::NotFound);
     };
-    let mem = memory(&caller).data_mut(&mut caller);
+    let mem = memory(&caller)?.data_mut(&mut caller);
     write_u32(mem, size_out, len as u32, "proxy_get_buffer_status size")?;
     write_u32(mem, flags_out, 0, "proxy_get_buffer_status flags")?;
     status(Status::Ok)

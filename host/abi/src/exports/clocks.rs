@@ -29,7 +29,7 @@ fn proxy_get_current_time_nanoseconds(mut caller: Caller<'_, HostState>, out: u3
     let nanos = now
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64);
-    let mem = memory(&caller).data_mut(&mut caller);
+    let mem = memory(&caller)?.data_mut(&mut caller);
     write_u64(mem, out, nanos, "proxy_get_current_time_nanoseconds time")?;
     status(Status::Ok)
 }

@@ -29,7 +29,7 @@ fn proxy_call_foreign_function(
     _len_out: u32,
 ) -> HostResult {
     const WHAT: &str = "proxy_call_foreign_function";
-    let mem = memory(&caller).data(&caller);
+    let mem = memory(&caller)?.data(&caller);
     slice(mem, nptr, nlen, MAX_NAME_BYTES, WHAT)?;
     slice(mem, aptr, alen, caller.data().max_len(), WHAT)?;
     status(Status::NotFound)

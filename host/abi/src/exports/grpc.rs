@@ -38,7 +38,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 
 /// Bounds-checks (pointer, length) arguments even though the call is refused.
 fn check(caller: &Caller<'_, HostState>, ranges: &[(u32, u32)]) -> wasmtime::Result<()> {
-    let mem = memory(caller).data(caller);
+    let mem = memory(caller)?.data(caller);
     let max = caller.data().max_len();
     for (ptr, len) in ranges {
         slice(mem, *ptr, *len, max, "gRPC argument")?;

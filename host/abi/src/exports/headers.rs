@@ -58,12 +58,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 /// The map of type `ty` as the running callback sees it.
 #[inline]
 fn map_ref(state: &HostState, ty: u32) -> Option<&HeaderMap> {
-    let s = &state.stream;
     match ty {
-        map::HTTP_REQUEST_HEADERS if state.has_stream => Some(&s.request_headers),
-        map::HTTP_REQUEST_TRAILERS if state.has_stream => Some(&s.request_trailers),
-        map::HTTP_RESPONSE_HEADERS if state.has_stream => Some(&s.response_headers),
-        map::HTTP_RESPONSE_TRAILERS if state.has_stream => Some(&s.response_trailers),
+        map::HTTP_REQUEST_HEADERS => state.stream.get().map(|s| &s.request_headers),
+        map::HTTP_REQUEST_TRAILERS => state.stream.get().map(|s| &s.request_trailers),
+        map::HTTP_RESPONSE_HEADERS => state.stream.get().map(|s| &s.response_headers),
+        map::HTTP_RESPONSE_TRAILERS => state.stream.get().map(|s| &s.response_trailers),
         map::HTTP_CALL_RESPONSE_HEADERS => state.http_response.as_ref().map(|r| &r.headers),
         map::HTTP_CALL_RESPONSE_TRAILERS => state.http_response.as_ref().map(|r| &r.trailers),
         _ => None,
@@ -72,13 +71,11 @@ fn map_ref(state: &HostState, ty: u32) -> Option<&HeaderMap> {
 
 #[inline]
 fn map_mut(state: &mut HostState, ty: u32) -> Option<&mut HeaderMap> {
-    let has_stream = state.has_stream;
-    let s = &mut state.stream;
     match ty {
-        map::HTTP_REQUEST_HEADERS if has_stream => Some(&mut s.request_headers),
-        map::HTTP_REQUEST_TRAILERS if has_stream => Some(&mut s.request_trailers),
-        map::HTTP_RESPONSE_HEADERS if has_stream => Some(&mut s.response_headers),
-        map::HTTP_RESPONSE_TRAILERS if has_stream => Some(&mut s.response_trailers),
+        map::HTTP_REQUEST_HEADERS => state.stream.get_mut().map(|s| &mut s.request_headers),
+        map::HTTP_REQUEST_TRAILERS => state.stream.get_mut().map(|s| &mut s.request_trailers),
+        map::HTTP_RESPONSE_HEADERS => state.stream.get_mut().map(|s| &mut s.response_headers),
+        map::HTTP_RESPONSE_TRAILERS => state.stream.get_mut().map(|s| &mut s.response_trailers),
         map::HTTP_CALL_RESPONSE_HEADERS => state.http_response.as_mut().map(|r| &mut r.headers),
         map::HTTP_CALL_RESPONSE_TRAILERS => state.http_response.as_mut().map(|r| &mut r.trailers),
         _ => None,
@@ -88,7 +85,7 @@ fn map_mut(state: &mut HostState, ty: u32) -> Option<&mut HeaderMap> {
 /// `proxy_get_header_map_size(type, *size)`: serialized size in bytes (0 when empty).
 fn proxy_get_header_map_size(mut caller: Caller<'_, HostState>, ty: u32, out: u32) -> HostResult {
     let size = map_ref(caller.data(), ty).map_or(0, HeaderMap::serialized_len);
-    let mem = memory(&caller).data_mut(&mut caller);
+    let mem = memory(&caller)?.data_mut(&mut caller);
     write_u32(mem, out, size as u32, "proxy_get_header_map_size size")?;
     status(Status::Ok)
 }
@@ -115,7 +112,7 @@ fn proxy_set_header_map_pairs(
     ptr: u32,
     len: u32,
 ) -> HostResult {
-    let memory = memory(&caller);
+    let memory = memory(&caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let bytes = slice(
         mem,
@@ -146,7 +143,7 @@ fn proxy_get_header_map_value(
     ptr_out: u32,
     len_out: u32,
 ) -> HostResult {
-    let memory = memory(&caller);
+    let memory = memory(&caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let key = slice(
         mem,
@@ -202,7 +199,7 @@ fn proxy_add_header_map_value(
     vlen: u32,
 ) -> HostResult {
     const WHAT: &str = "proxy_add_header_map_value";
-    let memory = memory(&caller);
+    let memory = memory(&caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let (key, value) = key_value(mem, (kptr, klen, vptr, vlen), WHAT)?;
     let (Some(key), Some(map)) = (key, map_mut(state, ty)) else {
@@ -224,7 +221,7 @@ fn proxy_replace_header_map_value(
     vlen: u32,
 ) -> HostResult {
     const WHAT: &str = "proxy_replace_header_map_value";
-    let memory = memory(&caller);
+    let memory = memory(&caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let (key, value) = key_value(mem, (kptr, klen, vptr, vlen), WHAT)?;
     let (Some(key), Some(map)) = (key, map_mut(state, ty)) else {
@@ -242,7 +239,7 @@ fn proxy_remove_header_map_value(
     kptr: u32,
     klen: u32,
 ) -> HostResult {
-    let memory = memory(&caller);
+    let memory = memory(&caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let key = slice(
         mem,

@@ -38,7 +38,7 @@ fn proxy_http_call(
     token_out: u32,
 ) -> HostResult {
     const WHAT: &str = "proxy_http_call";
-    let memory = memory(&caller);
+    let memory = memory(&caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let max = state.max_len();
     let upstream = str_slice(mem, uptr, ulen, MAX_NAME_BYTES, WHAT)?;

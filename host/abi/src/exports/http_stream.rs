@@ -28,13 +28,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 /// `proxy_continue_stream(stream_type)`: sets `resume_request`/`resume_response`. TCP stream
 /// types are accepted and ignored (this host runs HTTP filters only).
 fn proxy_continue_stream(mut caller: Caller<'_, HostState>, ty: u32) -> HostResult {
-    let state = caller.data_mut();
-    if !state.has_stream {
+    let Some(stream) = caller.data_mut().stream.get_mut() else {
         return status(Status::BadArgument);
-    }
+    };
     match ty {
-        stream_type::HTTP_REQUEST => state.stream.resume_request = true,
-        stream_type::HTTP_RESPONSE => state.stream.resume_response = true,
+        stream_type::HTTP_REQUEST => stream.resume_request = true,
+        stream_type::HTTP_RESPONSE => stream.resume_response = true,
         stream_type::DOWNSTREAM | stream_type::UPSTREAM => {}
         _ => return status(Status::BadArgument),
     }
@@ -43,11 +42,13 @@ fn proxy_continue_stream(mut caller: Caller<'_, HostState>, ty: u32) -> HostResu
 
 /// `proxy_close_stream(stream_type)`: sets `close_requested`.
 fn proxy_close_stream(mut caller: Caller<'_, HostState>, ty: u32) -> HostResult {
-    let state = caller.data_mut();
-    if !state.has_stream || ty > stream_type::UPSTREAM {
+    let Some(stream) = caller.data_mut().stream.get_mut() else {
+        return status(Status::BadArgument);
+    };
+    if ty > stream_type::UPSTREAM {
         return status(Status::BadArgument);
     }
-    state.stream.close_requested = true;
+    stream.close_requested = true;
     status(Status::Ok)
 }
 
@@ -66,7 +67,7 @@ fn proxy_send_local_response(
     grpc_status: i32,
 ) -> HostResult {
     const WHAT: &str = "proxy_send_local_response";
-    let memory = memory(&caller);
+    let memory = memory(&caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let max = state.max_len();
     let details = slice(mem, dptr, dlen, MAX_NAME_BYTES, WHAT)?;
@@ -75,10 +76,13 @@ fn proxy_send_local_response(
     let Ok(headers) = deserialize_map(headers, MAX_MAP_PAIRS) else {
         return status(Status::BadArgument);
     };
-    if !state.has_stream || !(100..=999).contains(&code) {
+    let Some(stream) = state.stream.get_mut() else {
+        return status(Status::BadArgument);
+    };
+    if !(100..=999).contains(&code) {
         return status(Status::BadArgument);
     }
-    state.stream.local_response = Some(LocalResponse {
+    stream.local_response = Some(LocalResponse {
         status: code,
         details: String::from_utf8_lossy(details).into_owned(),
         body: body.to_vec(),
@@ -96,7 +100,7 @@ fn proxy_get_status(
     ptr_out: u32,
     len_out: u32,
 ) -> HostResult {
-    let mem = memory(&caller).data_mut(&mut caller);
+    let mem = memory(&caller)?.data_mut(&mut caller);
     write_u32(mem, code_out, 0, "proxy_get_status code")?;
     write_u32(mem, ptr_out, 0, "proxy_get_status message")?;
     write_u32(mem, len_out, 0, "proxy_get_status message size")?;

@@ -20,7 +20,7 @@ fn proxy_log(caller: Caller<'_, HostState>, level: u32, ptr: u32, len: u32) -> H
         return status(Status::BadArgument);
     };
     let state = caller.data();
-    let mem = memory(&caller).data(&caller);
+    let mem = memory(&caller)?.data(&caller);
     // Checked even when the level is off, so a bad pointer never goes unnoticed.
     let message = slice(mem, ptr, len, state.max_len(), "proxy_log message")?;
     if state.logs.enabled(level) {
@@ -40,7 +40,7 @@ fn proxy_get_log_level(mut caller: Caller<'_, HostState>, out: u32) -> HostResul
             LogLevel::from_tracing_max()
         }
     });
-    let mem = memory(&caller).data_mut(&mut caller);
+    let mem = memory(&caller)?.data_mut(&mut caller);
     write_u32(mem, out, level.code(), "proxy_get_log_level level")?;
     status(Status::Ok)
 }

@@ -36,7 +36,7 @@ fn proxy_define_metric(
     id_out: u32,
 ) -> HostResult {
     const WHAT: &str = "proxy_define_metric";
-    let memory = memory(&caller);
+    let memory = memory(&caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let name = str_slice(mem, nptr, nlen, MAX_NAME_BYTES, WHAT)?;
     let (Some(kind), Some(name)) = (MetricKind::from_code(ty), name) else {
@@ -86,7 +86,7 @@ fn proxy_get_metric(mut caller: Caller<'_, HostState>, id: u32, out: u32) -> Hos
     };
     match value {
         Ok(v) => {
-            let mem = memory(&caller).data_mut(&mut caller);
+            let mem = memory(&caller)?.data_mut(&mut caller);
             write_u64(mem, out, v, "proxy_get_metric value")?;
             status(Status::Ok)
         }

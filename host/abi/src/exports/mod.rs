@@ -28,6 +28,9 @@ mod queues;
 mod shared_data;
 mod wasi;
 
+#[cfg(test)]
+mod tests;
+
 /// What every host function returns: a status code, or an error that traps the guest.
 pub(crate) type HostResult = wasmtime::Result<u32>;
 

@@ -25,7 +25,7 @@ fn proxy_get_property(
     ptr_out: u32,
     len_out: u32,
 ) -> HostResult {
-    let mem = memory(&caller).data(&caller);
+    let mem = memory(&caller)?.data(&caller);
     let path = slice(mem, pptr, plen, MAX_NAME_BYTES, "proxy_get_property path")?;
     let Some(key) = dotted(path) else {
         return status(Status::NotFound);
@@ -47,17 +47,16 @@ fn proxy_set_property(
     vlen: u32,
 ) -> HostResult {
     const WHAT: &str = "proxy_set_property";
-    let memory = memory(&caller);
+    let memory = memory(&caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let path = slice(mem, pptr, plen, MAX_NAME_BYTES, WHAT)?;
     let value = slice(mem, vptr, vlen, state.max_len(), WHAT)?;
     let Some(key) = dotted(path) else {
         return status(Status::BadArgument);
     };
-    let props = if state.has_stream {
-        &mut state.stream.properties
-    } else {
-        &mut state.root_properties
+    let props = match state.stream.get_mut() {
+        Some(stream) => &mut stream.properties,
+        None => &mut state.root_properties,
     };
     if props.len() >= MAX_PROPERTIES && !props.contains_key(&key) {
         return Err(

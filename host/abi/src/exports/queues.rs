@@ -45,7 +45,7 @@ fn proxy_register_shared_queue(
     id_out: u32,
 ) -> HostResult {
     const WHAT: &str = "proxy_register_shared_queue";
-    let memory = memory(&caller);
+    let memory = memory(&caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let name = slice(mem, nptr, nlen, MAX_NAME_BYTES, WHAT)?;
     let name = String::from_utf8_lossy(name);
@@ -69,7 +69,7 @@ fn proxy_resolve_shared_queue(
     id_out: u32,
 ) -> HostResult {
     const WHAT: &str = "proxy_resolve_shared_queue";
-    let memory = memory(&caller);
+    let memory = memory(&caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let (Some(vm_id), Some(name)) = (
         str_slice(mem, vptr, vlen, MAX_NAME_BYTES, WHAT)?,
@@ -97,7 +97,7 @@ fn proxy_enqueue_shared_queue(
     vlen: u32,
 ) -> HostResult {
     const WHAT: &str = "proxy_enqueue_shared_queue";
-    let mem = memory(&caller).data(&caller);
+    let mem = memory(&caller)?.data(&caller);
     let state = caller.data();
     let value = slice(mem, vptr, vlen, state.max_len(), WHAT)?;
     match state.plugin.shared.enqueue(id, value) {

@@ -26,7 +26,7 @@ fn proxy_get_shared_data(
     len_out: u32,
     cas_out: u32,
 ) -> HostResult {
-    let mem = memory(&caller).data(&caller);
+    let mem = memory(&caller)?.data(&caller);
     let state = caller.data();
     let Some(key) = str_slice(mem, kptr, klen, MAX_NAME_BYTES, "proxy_get_shared_data key")? else {
         return status(Status::NotFound);
@@ -35,7 +35,7 @@ fn proxy_get_shared_data(
         return status(Status::NotFound);
     };
     return_bytes(&mut caller, &value, ptr_out, len_out)?;
-    let mem = memory(&caller).data_mut(&mut caller);
+    let mem = memory(&caller)?.data_mut(&mut caller);
     write_u32(mem, cas_out, cas, "proxy_get_shared_data cas")?;
     status(Status::Ok)
 }
@@ -50,7 +50,7 @@ fn proxy_set_shared_data(
     cas: u32,
 ) -> HostResult {
     const WHAT: &str = "proxy_set_shared_data";
-    let mem = memory(&caller).data(&caller);
+    let mem = memory(&caller)?.data(&caller);
     let state = caller.data();
     let key = slice(mem, kptr, klen, MAX_NAME_BYTES, WHAT)?;
     let value = slice(mem, vptr, vlen, state.max_len(), WHAT)?;

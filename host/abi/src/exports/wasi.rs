@@ -120,7 +120,9 @@ fn fd_write(
     if iovs_len > MAX_IOVS {
         return ERRNO_INVAL;
     }
-    let memory = memory(&caller);
+    let Ok(memory) = memory(&caller) else {
+        return ERRNO_FAULT;
+    };
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let out = if fd == 1 {
         &mut state.stdout
@@ -158,7 +160,10 @@ fn fd_read(
     if fd != 0 {
         return ERRNO_BADF;
     }
-    let mem = memory(&caller).data_mut(&mut caller);
+    let Ok(memory) = memory(&caller) else {
+        return ERRNO_FAULT;
+    };
+    let mem = memory.data_mut(&mut caller);
     if write_u32(mem, nread as u32, 0) {
         ERRNO_SUCCESS
     } else {
@@ -180,7 +185,10 @@ fn fd_fdstat_get(mut caller: Caller<'_, HostState>, fd: i32, out: i32) -> i32 {
     let mut stat = [0u8; 24];
     stat[0] = FILETYPE_CHARACTER_DEVICE;
     stat[8..16].copy_from_slice(&rights.to_le_bytes());
-    let mem = memory(&caller).data_mut(&mut caller);
+    let Ok(memory) = memory(&caller) else {
+        return ERRNO_FAULT;
+    };
+    let mem = memory.data_mut(&mut caller);
     let at = out as u32 as usize;
     match mem.get_mut(at..at + stat.len()) {
         Some(dst) => {

@@ -144,3 +144,28 @@ fn malformed_maps_are_rejected_not_trusted() {
     // Garbage shorter than a count.
     assert_eq!(deserialize_map(b"\x01\x02", 16), Err(MapError::Truncated));
 }
+
+#[test]
+fn random_bytes_never_panic() {
+    // A small deterministic generator (xorshift): arbitrary inputs, some with plausible headers.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..20_000 {
+        let len = (next() % 64) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if len >= 4 && next() % 2 == 0 {
+            bytes[..4].copy_from_slice(&((next() % 4) as u32).to_le_bytes());
+        }
+        if let Ok(map) = deserialize_map(&bytes, 16) {
+            // Whatever parses re-serializes to something that parses to the same map.
+            let mut out = Vec::new();
+            map.serialize_into(&mut out);
+            assert_eq!(deserialize_map(&out, 16).unwrap(), map);
+        }
+    }
+}

@@ -145,11 +145,20 @@ fn load_errors_name_module_and_reason() {
 
     let refuse = spec(
         "refuse",
-        "",
-        r#"(func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 0))"#,
+        r#"(import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))"#,
+        r#"(data (i32.const 100) "bad key: x")
+        (func (export "proxy_on_configure") (param i32 i32) (result i32)
+          (drop (call $log (i32.const 4) (i32.const 100) (i32.const 10)))
+          (i32.const 0))"#,
     );
     let e = load(refuse).unwrap_err();
     assert!(matches!(e, LoadError::ConfigureFailed { .. }), "{e}");
+    // The guest's own reason is in the error.
+    assert!(
+        e.to_string()
+            .ends_with(r#"the filter logged: "bad key: x""#),
+        "{e}"
+    );
 
     let vm_start = spec(
         "vmstart",
@@ -169,6 +178,15 @@ fn load_errors_name_module_and_reason() {
     let e = load(unknown_import).unwrap_err();
     assert!(matches!(e, LoadError::Link { .. }), "{e}");
     assert!(e.to_string().contains("proxy_no_such_call"), "{e}");
+
+    // A wasm start function calling the host before the instance exists: refused, no panic.
+    let start_fn = spec(
+        "startfn",
+        r#"(import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))"#,
+        r#"(func $s (drop (call $log (i32.const 2) (i32.const 0) (i32.const 1)))) (start $s)"#,
+    );
+    let e = load(start_fn).unwrap_err();
+    assert!(matches!(e, LoadError::Instantiate { .. }), "{e}");
 
     let bad = raw_spec("garbage", "not wasm at all (");
     assert!(matches!(load(bad).unwrap_err(), LoadError::Compile { .. }));
@@ -290,4 +308,22 @@ fn guest_logs_and_stdout_are_captured() {
     assert_eq!(logs[0].message, "hello from guest");
     assert_eq!(logs[1].level, crate::LogLevel::Info);
     assert_eq!(logs[1].message, "printed");
+}
+
+#[test]
+fn start_up_logs_are_captured_on_request() {
+    let plugin = load(spec(
+        "startlog",
+        r#"(import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))"#,
+        r#"(data (i32.const 100) "configured")
+        (func (export "proxy_on_configure") (param i32 i32) (result i32)
+          (drop (call $log (i32.const 2) (i32.const 100) (i32.const 10)))
+          (i32.const 1))"#,
+    ))
+    .unwrap();
+    let mut vm = plugin.instantiate_capturing().unwrap();
+    let logs = vm.take_logs();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].message, "configured");
+    assert!(plugin.instantiate().unwrap().take_logs().is_empty());
 }

@@ -15,7 +15,10 @@ const MAX_CALL_BODY: usize = 16 * 1024 * 1024;
 /// Sends the call and collects the whole response; `None` when it failed
 /// (unknown upstream, bad headers, connect error, timeout, oversized body):
 /// the filter then sees a failed call, as in Envoy.
-pub async fn perform(upstreams: &BTreeMap<String, Arc<Upstream>>, call: HttpCallRequest) -> Option<HttpCallResponse> {
+pub async fn perform(
+    upstreams: &BTreeMap<String, Arc<Upstream>>,
+    call: HttpCallRequest,
+) -> Option<HttpCallResponse> {
     let Some(upstream) = upstreams.get(&call.upstream) else {
         tracing::warn!(upstream = %call.upstream, "http call to an unknown upstream");
         return None;
@@ -42,18 +45,32 @@ pub async fn perform(upstreams: &BTreeMap<String, Arc<Upstream>>, call: HttpCall
         for (name, value) in trailers.iter().flatten() {
             trailer_map.add(name.as_str(), value.as_bytes());
         }
-        Some(HttpCallResponse { headers, body: body.to_vec(), trailers: trailer_map })
+        Some(HttpCallResponse {
+            headers,
+            body: body.to_vec(),
+            trailers: trailer_map,
+        })
     };
-    let timeout = if call.timeout.is_zero() { upstream.timeout } else { call.timeout };
+    let timeout = if call.timeout.is_zero() {
+        upstream.timeout
+    } else {
+        call.timeout
+    };
     tokio::time::timeout(timeout, exchange).await.ok().flatten()
 }
 
-fn build(upstream: &Upstream, call: &HttpCallRequest) -> Result<Request<crate::body::Body>, String> {
+fn build(
+    upstream: &Upstream,
+    call: &HttpCallRequest,
+) -> Result<Request<crate::body::Body>, String> {
     let method = call.headers.get_str(":method").unwrap_or("GET");
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| "bad :method".to_string())?;
     let path = call.headers.get_str(":path").unwrap_or("/");
     let path = format!("{}{}", upstream.path_prefix, path);
-    let authority = call.headers.get_str(":authority").unwrap_or(upstream.authority.as_str());
+    let authority = call
+        .headers
+        .get_str(":authority")
+        .unwrap_or(upstream.authority.as_str());
     let mut request = Request::builder()
         .method(method)
         .uri(path)
@@ -64,7 +81,8 @@ fn build(upstream: &Upstream, call: &HttpCallRequest) -> Result<Request<crate::b
         if name.starts_with(':') || name == "host" {
             continue;
         }
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| "bad header name".to_string())?;
+        let name =
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| "bad header name".to_string())?;
         let value = HeaderValue::from_bytes(value).map_err(|_| "bad header value".to_string())?;
         request.headers_mut().append(name, value);
     }

@@ -33,7 +33,9 @@ impl Duration {
         let text = text.trim();
         let split = text
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("duration {text:?} has no unit (write e.g. \"2s\" or \"500ms\")"))?;
+            .ok_or_else(|| {
+                format!("duration {text:?} has no unit (write e.g. \"2s\" or \"500ms\")")
+            })?;
         let (number, unit) = text.split_at(split);
         let value: f64 = number
             .parse()
@@ -62,7 +64,7 @@ impl fmt::Display for Duration {
         let d = self.0;
         if d.subsec_nanos() == 0 {
             write!(f, "{}s", d.as_secs())
-        } else if d.as_nanos() % 1_000_000 == 0 {
+        } else if d.as_nanos().is_multiple_of(1_000_000) {
             write!(f, "{}ms", d.as_millis())
         } else {
             write!(f, "{}us", d.as_micros())
@@ -99,16 +101,26 @@ mod tests {
     #[test]
     fn parses_units() {
         assert_eq!(Duration::parse("2s").unwrap(), Duration::from_secs(2));
-        assert_eq!(Duration::parse("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            Duration::parse("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
         assert_eq!(Duration::parse("1m").unwrap(), Duration::from_secs(60));
-        assert_eq!(Duration::parse("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            Duration::parse("1.5s").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert_eq!(Duration::parse("250us").unwrap().get().as_micros(), 250);
     }
 
     #[test]
     fn refuses_bare_numbers_and_unknown_units() {
         assert!(Duration::parse("30").unwrap_err().contains("no unit"));
-        assert!(Duration::parse("3 days").unwrap_err().contains("unknown unit"));
+        assert!(
+            Duration::parse("3 days")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
         assert!(Duration::parse("s").unwrap_err().contains("not a number"));
     }
 

@@ -23,7 +23,10 @@ routes:
 fn parses_a_good_file() {
     let c = parse(GOOD).unwrap().validate().unwrap();
     assert_eq!(c.routes[0].name, "api");
-    assert_eq!(c.upstreams["backend"].connect_timeout, Duration::from_millis(500));
+    assert_eq!(
+        c.upstreams["backend"].connect_timeout,
+        Duration::from_millis(500)
+    );
     assert_eq!(c.upstreams["backend"].timeout, Duration::from_secs(30));
 }
 
@@ -37,9 +40,15 @@ fn json_is_accepted() {
 
 #[test]
 fn unknown_key_names_line_and_key() {
-    let bad = GOOD.replace("connect_timeout: 500ms", "connect_timeout: 500ms\n    retries: 3");
+    let bad = GOOD.replace(
+        "connect_timeout: 500ms",
+        "connect_timeout: 500ms\n    retries: 3",
+    );
     let e = parse(&bad).unwrap_err().to_string();
-    assert!(e.starts_with("test.yaml: line 8 column 5: upstreams.backend: "), "{e}");
+    assert!(
+        e.starts_with("test.yaml: line 8 column 5: upstreams.backend: "),
+        "{e}"
+    );
     assert!(e.contains("unknown field `retries`"), "{e}");
 }
 
@@ -77,7 +86,12 @@ routes:
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
-    assert!(errors.messages().iter().all(|m| m.starts_with("test.yaml: ")));
+    assert!(
+        errors
+            .messages()
+            .iter()
+            .all(|m| m.starts_with("test.yaml: "))
+    );
 }
 
 #[test]
@@ -85,7 +99,9 @@ fn redaction_keeps_names_hides_values() {
     let mut c = parse(GOOD).unwrap();
     c.routes[0].filters.push(FilterConfig {
         wasm: "f.wasm".into(),
-        config: Some(serde_json::json!({"add": {"headers": ["Authorization:Bearer s3cret"]}, "n": 5})),
+        config: Some(
+            serde_json::json!({"add": {"headers": ["Authorization:Bearer s3cret"]}, "n": 5}),
+        ),
         vm_config: Some(serde_json::json!("raw s3cret")),
         root_id: None,
         env: vec!["TOKEN".into()],

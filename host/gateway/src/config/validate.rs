@@ -55,7 +55,10 @@ impl Config {
     /// # Errors
     /// Every problem found.
     pub fn validate(self) -> Result<Config, ConfigErrors> {
-        let mut p = Problems { source: &self.source, list: Vec::new() };
+        let mut p = Problems {
+            source: &self.source,
+            list: Vec::new(),
+        };
         if self.listeners.is_empty() {
             p.add("listeners", "at least one listener is required");
         }
@@ -88,22 +91,34 @@ impl Config {
                 p.add(format!("{key}.name"), "another route has the same name");
             }
             match &route.matcher {
-                None => p.add(format!("{key}.match"), "missing (write `match: {}` to match every request)"),
+                None => p.add(
+                    format!("{key}.match"),
+                    "missing (write `match: {}` to match every request)",
+                ),
                 Some(m) => {
                     if let Some(prefix) = &m.path_prefix
                         && !prefix.starts_with('/')
                     {
-                        p.add(format!("{key}.match.path_prefix"), format!("{prefix:?} must start with '/'"));
+                        p.add(
+                            format!("{key}.match.path_prefix"),
+                            format!("{prefix:?} must start with '/'"),
+                        );
                     }
                     if let Some(host) = &m.host
                         && (host.is_empty() || host.contains('/') || host.contains(' '))
                     {
-                        p.add(format!("{key}.match.host"), format!("{host:?} is not a host name"));
+                        p.add(
+                            format!("{key}.match.host"),
+                            format!("{host:?} is not a host name"),
+                        );
                     }
                 }
             }
             match &route.upstream {
-                None => p.add(format!("{key}.upstream"), "missing: every route needs an upstream"),
+                None => p.add(
+                    format!("{key}.upstream"),
+                    "missing: every route needs an upstream",
+                ),
                 Some(up) if !self.upstreams.contains_key(up) => p.add(
                     format!("{key}.upstream"),
                     format!("unknown upstream {up:?} (defined: {})", known(&self)),
@@ -115,7 +130,10 @@ impl Config {
                 check_file(&mut p, &self, &format!("{fkey}.wasm"), &filter.wasm);
                 for name in &filter.env {
                     if name.is_empty() || name.contains('=') || name.contains('\0') {
-                        p.add(format!("{fkey}.env"), format!("{name:?} is not an environment variable name"));
+                        p.add(
+                            format!("{fkey}.env"),
+                            format!("{name:?} is not an environment variable name"),
+                        );
                     }
                 }
             }
@@ -126,7 +144,11 @@ impl Config {
         if self.limits.max_header_bytes < 8192 {
             p.add("limits.max_header_bytes", "must be at least 8192");
         }
-        if p.list.is_empty() { Ok(self) } else { Err(ConfigErrors(p.list)) }
+        if p.list.is_empty() {
+            Ok(self)
+        } else {
+            Err(ConfigErrors(p.list))
+        }
     }
 }
 
@@ -134,7 +156,12 @@ fn known(config: &Config) -> String {
     if config.upstreams.is_empty() {
         "none".to_string()
     } else {
-        config.upstreams.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+        config
+            .upstreams
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -157,14 +184,23 @@ fn check_upstream(p: &mut Problems<'_>, config: &Config, name: &str, upstream: &
         p.add("upstreams", "an upstream name must not be empty");
     }
     match upstream.url.parse::<http::Uri>() {
-        Err(e) => p.add(format!("{key}.url"), format!("{:?} is not a URL: {e}", upstream.url)),
+        Err(e) => p.add(
+            format!("{key}.url"),
+            format!("{:?} is not a URL: {e}", upstream.url),
+        ),
         Ok(uri) => {
             let scheme = uri.scheme_str();
             if !matches!(scheme, Some("http" | "https")) {
-                p.add(format!("{key}.url"), format!("{:?} must start with http:// or https://", upstream.url));
+                p.add(
+                    format!("{key}.url"),
+                    format!("{:?} must start with http:// or https://", upstream.url),
+                );
             }
             if uri.host().is_none_or(str::is_empty) {
-                p.add(format!("{key}.url"), format!("{:?} has no host", upstream.url));
+                p.add(
+                    format!("{key}.url"),
+                    format!("{:?} has no host", upstream.url),
+                );
             }
             if uri.query().is_some() {
                 p.add(format!("{key}.url"), "must not have a query");
@@ -189,14 +225,23 @@ fn check_upstream(p: &mut Problems<'_>, config: &Config, name: &str, upstream: &
                 check_file(p, config, &format!("{key}.tls.client_cert"), c);
                 check_file(p, config, &format!("{key}.tls.client_key"), k);
             }
-            (Some(_), None) => p.add(format!("{key}.tls.client_key"), "missing: client_cert needs client_key"),
-            (None, Some(_)) => p.add(format!("{key}.tls.client_cert"), "missing: client_key needs client_cert"),
+            (Some(_), None) => p.add(
+                format!("{key}.tls.client_key"),
+                "missing: client_cert needs client_key",
+            ),
+            (None, Some(_)) => p.add(
+                format!("{key}.tls.client_cert"),
+                "missing: client_key needs client_cert",
+            ),
             (None, None) => {}
         }
         if let Some(sn) = &tls.server_name
             && rustls::pki_types::ServerName::try_from(sn.as_str()).is_err()
         {
-            p.add(format!("{key}.tls.server_name"), format!("{sn:?} is not a DNS name or IP address"));
+            p.add(
+                format!("{key}.tls.server_name"),
+                format!("{sn:?} is not a DNS name or IP address"),
+            );
         }
     }
 }

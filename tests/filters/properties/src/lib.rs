@@ -15,8 +15,14 @@
 //! `no.such.property` (expected `none`) into `x-prop-missing`. In the response
 //! phase, `response.code` is read into `x-prop-response-code`.
 //!
-//! The root context sets `wasmgate.test.root` to `root-value` in `on_configure`
-//! and stores what it reads back in shared data `properties.root`.
+//! With the entry `root=set`, the root context also sets `wasmgate.test.root` to
+//! `root-value` in `on_configure` and stores what it reads back in shared data
+//! `properties.root` (`none` if nothing). It calls `proxy_set_property` directly
+//! rather than through the SDK, which panics on any status but Ok: Envoy answers
+//! NotFound outside a stream, and a panic in `on_configure` would make it refuse
+//! the module. The status it got (`ok` or `error:<Status>`) goes to shared data
+//! `properties.root_set` and to every stream as header `x-prop-root-set`.
+//! Without the entry the root context sets nothing, so the module loads in Envoy.
 
 use filter_common::{Config, status_name};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -48,6 +54,42 @@ proxy_wasm::main! {{
 #[derive(Default)]
 struct Root {
     paths: Rc<Vec<String>>,
+    /// Outcome of the root context's set_property (`root=set`), if it tried.
+    root_set: Option<Rc<str>>,
+}
+
+#[link(wasm_import_module = "env")]
+unsafe extern "C" {
+    /// The ABI's `proxy_set_property`, returning the raw status (the SDK's wrapper panics
+    /// on anything but Ok).
+    #[link_name = "proxy_set_property"]
+    fn raw_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+}
+
+/// Sets a property through the raw import; `ok` or `error:<Status>`.
+fn try_set_property(path: &[&str], value: &[u8]) -> String {
+    // The ABI's path encoding: segments separated by NUL.
+    let path = path.join("\0");
+    // SAFETY: both pointers and lengths describe live buffers for the whole call; the host
+    // only reads them.
+    let status = unsafe { raw_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) };
+    let name = match status {
+        0 => return "ok".to_string(),
+        1 => "NotFound",
+        2 => "BadArgument",
+        3 => "SerializationFailure",
+        4 => "ParseFailure",
+        7 => "Empty",
+        8 => "CasMismatch",
+        10 => "InternalFailure",
+        other => return format!("error:{other}"),
+    };
+    format!("error:{name}")
 }
 
 impl Context for Root {}
@@ -60,19 +102,33 @@ impl RootContext for Root {
             paths = DEFAULT_PATHS.iter().map(|p| p.to_string()).collect();
         }
         self.paths = Rc::new(paths);
-        // A property set by the root context, read back, kept in shared data.
-        self.set_property(vec!["wasmgate", "test", "root"], Some(b"root-value"));
-        let root = self
-            .get_property(vec!["wasmgate", "test", "root"])
-            .unwrap_or_else(|| b"none".to_vec());
-        proxy_wasm::hostcalls::set_shared_data("properties.root", Some(&root), None).ok();
+        if config.get("root") == Some("set") {
+            // A property set by the root context, read back, kept in shared data.
+            let outcome = try_set_property(&["wasmgate", "test", "root"], b"root-value");
+            let root = proxy_wasm::hostcalls::get_property(vec!["wasmgate", "test", "root"])
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| b"none".to_vec());
+            proxy_wasm::hostcalls::set_shared_data("properties.root", Some(&root), None).ok();
+            proxy_wasm::hostcalls::set_shared_data(
+                "properties.root_set",
+                Some(outcome.as_bytes()),
+                None,
+            )
+            .ok();
+            self.root_set = Some(Rc::from(outcome));
+        }
         true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let seen = match &self.root_set {
+            Some(outcome) => vec![("x-prop-root-set".to_string(), outcome.to_string())],
+            None => Vec::new(),
+        };
         Some(Box::new(Properties {
             paths: self.paths.clone(),
-            seen: Vec::new(),
+            seen,
         }))
     }
 
