@@ -39,13 +39,25 @@ fn main() {
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_TARGET_DIR")
             .env_remove("CARGO_BUILD_TARGET");
-        let status = cmd.status().expect("failed to run cargo for the wasm fixtures");
-        assert!(status.success(), "building wasm fixtures from {} failed", manifest_path.display());
+        let status = cmd
+            .status()
+            .expect("failed to run cargo for the wasm fixtures");
+        assert!(
+            status.success(),
+            "building wasm fixtures from {} failed",
+            manifest_path.display()
+        );
     }
 
     let wasm_dir = target_dir.join("wasm32-wasip1").join("release");
     println!("cargo:rustc-env=WASM_DIR={}", wasm_dir.display());
-    for dir in ["filter/src", "filter/Cargo.toml", "tests/filters", "Cargo.toml", "Cargo.lock"] {
+    for dir in [
+        "filter/src",
+        "filter/Cargo.toml",
+        "tests/filters",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
 }

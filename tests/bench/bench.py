@@ -112,6 +112,8 @@ class Target:
     ready_url: str | None = None
     client_headers: dict = field(default_factory=dict)
     proc: subprocess.Popen | None = None
+    # nginx 1.22 serves h2c (prior knowledge) only on a listener of its own.
+    h2_port: int | None = None
 
     def start(self, workdir: Path) -> None:
         log = open(workdir / f"{self.name}.log", "wb")
@@ -136,7 +138,7 @@ class Target:
 
 # ---- configurations ---------------------------------------------------------
 
-def nginx_backend_conf(workdir: Path, port: int) -> Path:
+def nginx_backend_conf(workdir: Path, port: int, h2_port: int) -> Path:
     conf = workdir / "backend.conf"
     conf.write_text(f"""
 worker_processes 1; daemon off; pid {workdir}/backend.pid; error_log {workdir}/backend.err;
@@ -145,6 +147,7 @@ http {{
   access_log off; keepalive_requests 1000000;
   server {{
     listen 127.0.0.1:{port} reuseport;
+    listen 127.0.0.1:{h2_port} http2;
     location / {{
       if ($http_authorization != "Bearer {SECRET}") {{ return 401; }}
       return 200 "ok\\n";
@@ -155,7 +158,7 @@ http {{
     return conf
 
 
-def nginx_proxy_conf(workdir: Path, port: int, backend: int) -> Path:
+def nginx_proxy_conf(workdir: Path, port: int, h2_port: int, backend: int) -> Path:
     conf = workdir / "nginx-proxy.conf"
     conf.write_text(f"""
 worker_processes 1; daemon off; pid {workdir}/proxy.pid; error_log {workdir}/proxy.err;
@@ -165,7 +168,7 @@ http {{
   upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 1000000; }}
   server {{
     listen 127.0.0.1:{port};
-    http2 on;
+    listen 127.0.0.1:{h2_port} http2;
     location / {{
       proxy_http_version 1.1;
       proxy_set_header Connection "";
@@ -251,6 +254,7 @@ def wasmgate_conf(workdir: Path, name: str, port: int, admin: int, backend: int,
     conf.write_text(f"""
 workers: 1
 module_cache: {cache}
+access_log: {{ disabled: true }}   # as the nginx and Envoy targets: no access log
 listeners:
   - address: 127.0.0.1:{port}
 admin:
@@ -386,8 +390,8 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="wasmgate-bench-"))
     cache = workdir / "cache"
-    backend_port = free_port()
-    backend = subprocess.Popen(["taskset", "-c", LOAD_CPU, "nginx", "-c", str(nginx_backend_conf(workdir, backend_port))],
+    backend_port, backend_h2 = free_port(), free_port()
+    backend = subprocess.Popen(["taskset", "-c", LOAD_CPU, "nginx", "-c", str(nginx_backend_conf(workdir, backend_port, backend_h2))],
                                start_new_session=True)
     auth = {"Authorization": f"Bearer {SECRET}"}
     wait_http(f"http://127.0.0.1:{backend_port}/", headers=auth)
@@ -397,7 +401,7 @@ def main() -> int:
 
     targets = []
     p = backend_port
-    targets.append(Target("backend (direct)", p, [], client_headers=auth))
+    targets.append(Target("backend (direct)", p, [], client_headers=auth, h2_port=backend_h2))
     for name, wasm in (("wasmgate (no filter)", False), ("wasmgate + wasm", True)):
         port, admin = free_port(), free_port()
         conf = wasmgate_conf(workdir, name.split()[0] + ("-wasm" if wasm else "-plain"), port, admin, backend_port, wasm, cache)
@@ -409,8 +413,10 @@ def main() -> int:
         conf = envoy_conf(workdir, "envoy-wasm" if wasm else "envoy-native", port, admin, backend_port, wasm)
         targets.append(t(name, ["envoy", "-c", str(conf), "--concurrency", "1", "-l", "error",
                                 "--base-id", str(port)], port, {"BENCH_TOKEN": SECRET}))
-    port = free_port()
-    targets.append(t("nginx proxy_set_header", ["nginx", "-c", str(nginx_proxy_conf(workdir, port, backend_port))], port))
+    port, h2 = free_port(), free_port()
+    nginx = t("nginx proxy_set_header", ["nginx", "-c", str(nginx_proxy_conf(workdir, port, h2, backend_port))], port)
+    nginx.h2_port = h2
+    targets.append(nginx)
 
     results: dict[str, dict[str, list[dict]]] = {tg.name: {"http1": [], "h2": []} for tg in targets}
     try:
@@ -425,7 +431,7 @@ def main() -> int:
                     if proto == "http1":
                         r = run_wrk(tg.port, args.connections, args.duration, tg.client_headers)
                     else:
-                        r = run_h2load(tg.port, args.connections, args.duration, tg.client_headers, workdir)
+                        r = run_h2load(tg.h2_port or tg.port, args.connections, args.duration, tg.client_headers, workdir)
                     r["cpu_us"] = (cpu_seconds(pid) - cpu0) * 1e6 / max(r["requests"], 1)
                     r["rps"] = r["requests"] / args.duration
                     results[tg.name][proto].append(r)
@@ -465,7 +471,7 @@ def summarize(results, peak, idle, args) -> dict:
     out = {"targets": {}, "meta": {
         "date": dt.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_model()}",
-        "envoy": version(["envoy", "--version"], r"/(\d+\.\d+\.\d+)/"),
+        "envoy": version(["envoy", "--version"], r"version: \S+?/(\d+\.\d+\.\d+)/"),
         "nginx": version(["nginx", "-v"], r"nginx/([\d.]+)"),
         "rounds": args.rounds, "duration_s": args.duration, "connections": args.connections,
     }}

@@ -24,6 +24,10 @@ use std::path::PathBuf;
 /// `wasm("secret_header")`. Panics with a clear message if it is missing.
 pub fn wasm(name: &str) -> PathBuf {
     let path = PathBuf::from(env!("WASM_DIR")).join(format!("{name}.wasm"));
-    assert!(path.exists(), "wasm fixture {} was not built", path.display());
+    assert!(
+        path.exists(),
+        "wasm fixture {} was not built",
+        path.display()
+    );
     path
 }

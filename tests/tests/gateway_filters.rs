@@ -71,6 +71,29 @@ async fn deny_fails_closed_and_a_fresh_instance_follows() -> anyhow::Result<()> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_failing_on_the_request_body_is_a_503_not_an_upstream_error() -> anyhow::Result<()>
+{
+    let backend = backend::start().await?;
+    let filter = format!(
+        "      - {{ wasm: \"{}\", config: \"trap@request_body\", on_error: deny }}\n",
+        wasm("hostile").display()
+    );
+    let gw = gateway::start(&one_route(&backend.url(), &filter, ""))?;
+    for client in [Client::Http1, Client::H2c] {
+        let req = Request::post("/upload")
+            .header("host", "a")
+            .body(Full::new(Bytes::from_static(b"payload")))?;
+        let r = send(gw.addr(), &client, req).await?;
+        // The request went upstream with its headers; the body is cut
+        // short and the client gets the filter failure, not a 502.
+        assert_eq!(r.status, 503, "{client:?}: {}", r.text());
+        assert_eq!(r.text(), "filter r/0 failed\n");
+    }
+    assert!(backend.received().is_empty(), "{:?}", backend.received());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_skips_the_failed_filter_and_the_deadline_stops_loops() -> anyhow::Result<()> {
     let backend = backend::start().await?;
     let secret = format!(
@@ -125,9 +148,20 @@ async fn local_responses_replace_proxying() -> anyhow::Result<()> {
     assert_eq!(r.status, 403);
     assert_eq!(r.headers["x-local"], "deny");
     assert_eq!(r.text(), "denied by local_response filter");
+    // As in Envoy, a local reply from a request phase goes through the
+    // response callbacks, which see its status.
+    assert_eq!(r.headers["x-upstream-status"], "403");
+    let r = get(gw.addr(), "a", "/empty", &[]).await?;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.headers["x-upstream-status"], "204");
+    assert!(r.body.is_empty());
+    // One from the response phase replaces the upstream's response as is;
+    // a body without a type from the filter is text/plain.
     let r = get(gw.addr(), "a", "/replace-response", &[]).await?;
     assert_eq!(r.status, 418);
     assert_eq!(r.text(), "teapot from response phase");
+    assert_eq!(r.headers["content-type"], "text/plain");
+    assert_eq!(r.headers.get("x-upstream-status"), None);
     let r = get(gw.addr(), "a", "/pass", &[]).await?;
     assert_eq!(r.status, 200);
     assert_eq!(r.headers["x-upstream-status"], "200");
@@ -147,17 +181,49 @@ async fn local_responses_replace_proxying() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_response_from_the_request_body_answers_the_client() -> anyhow::Result<()> {
+    let backend = backend::start().await?;
+    let filter = format!(
+        "      - {{ wasm: \"{}\" }}\n",
+        wasm("local_response").display()
+    );
+    let gw = gateway::start(&one_route(&backend.url(), &filter, ""))?;
+    for client in [Client::Http1, Client::H2c] {
+        let req = Request::post("/deny-body")
+            .header("host", "a")
+            .body(Full::new(Bytes::from_static(b"0123456789")))?;
+        let r = send(gw.addr(), &client, req).await?;
+        assert_eq!(r.status, 413, "{client:?}: {}", r.text());
+        assert_eq!(r.text(), "body rejected: 10 bytes");
+        assert_eq!(r.headers["x-local"], "deny-body");
+        assert_eq!(r.headers["content-type"], "text/plain");
+        assert_eq!(r.headers["content-length"], "23");
+        assert_eq!(r.headers["x-upstream-status"], "413");
+    }
+    // The filter held the body back: no complete request reached the backend.
+    assert!(backend.received().is_empty(), "{:?}", backend.received());
+    // The connection and the filter's instance go on serving.
+    let r = get(gw.addr(), "a", "/pass", &[]).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["x-upstream-status"], "200");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_calls_pause_and_resume_the_request() -> anyhow::Result<()> {
     let backend = backend::start().await?;
     let auth = backend::start().await?;
     let closed = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+    // Bound and never accepted: connections complete, nothing is answered.
+    let mute = TcpListener::bind("127.0.0.1:0").await?;
     let filter = format!(
-        "      - {{ wasm: \"{}\", config: \"upstream=auth;path=/check\" }}\n",
+        "      - {{ wasm: \"{}\", config: \"upstream=auth;path=/check;timeout_ms=300\" }}\n",
         wasm("http_call").display()
     );
     let extra = format!(
-        "  auth: {{ url: \"{}\" }}\n  down: {{ url: \"http://{closed}\", connect_timeout: 1s }}",
-        auth.url()
+        "  auth: {{ url: \"{}\" }}\n  down: {{ url: \"http://{closed}\", connect_timeout: 1s }}\n  mute: {{ url: \"http://{}\" }}",
+        auth.url(),
+        mute.local_addr()?
     );
     let gw = gateway::start(&one_route(&backend.url(), &filter, &extra))?;
 
@@ -182,10 +248,22 @@ async fn http_calls_pause_and_resume_the_request() -> anyhow::Result<()> {
             .is_some_and(|b| b.contains("/check"))
     );
 
-    // A call to an upstream that is down fails: the filter answers 503.
+    // A call to an upstream that is down gets Envoy's made-up 503, which
+    // the filter turns into a 403 quoting it.
     let r = get(gw.addr(), "a", "/x", &[("x-call-upstream", "down")]).await?;
-    assert_eq!(r.status, 503);
-    assert_eq!(r.headers["x-call-error"], "failed");
+    assert_eq!(r.status, 403);
+    assert_eq!(r.headers["x-auth-status"], "503");
+    assert_eq!(
+        r.text(),
+        "denied by auth: upstream connect error or disconnect/reset before headers. \
+         reset reason: remote connection failure"
+    );
+    assert_eq!(r.headers["content-type"], "text/plain");
+    // One that accepts but never answers: 504 when the call's time is up.
+    let r = get(gw.addr(), "a", "/x", &[("x-call-upstream", "mute")]).await?;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.headers["x-auth-status"], "504");
+    assert_eq!(r.text(), "denied by auth: upstream request timeout");
     // A name that is not an upstream is refused by the host.
     let r = get(gw.addr(), "a", "/x", &[("x-call-upstream", "nowhere")]).await?;
     assert_eq!(r.status, 503);

@@ -129,7 +129,11 @@ fn vault_references_resolve_from_the_module_environment() -> TestResult {
         "{:?}",
         filter.logs()
     );
-    assert!(filter.logged(LogLevel::Info, "set 1"), "{:?}", filter.logs());
+    assert!(
+        filter.logged(LogLevel::Info, "set 1"),
+        "{:?}",
+        filter.logs()
+    );
     // ...and the secret never reaches a log line, at any level, start-up included.
     for record in filter.logs() {
         assert!(
@@ -195,7 +199,10 @@ fn assert_refused(config: &str, env: &[(&str, &str)], reason: &str, secrets: &[&
             .any(|r| r.level == LogLevel::Error && r.message.contains(reason)),
         "config {config}: start-up logs lack the reason: {logs:?}"
     );
-    let leaks = env.iter().map(|(_, value)| *value).chain(secrets.iter().copied());
+    let leaks = env
+        .iter()
+        .map(|(_, value)| *value)
+        .chain(secrets.iter().copied());
     for secret in leaks {
         assert!(
             !message.contains(secret),

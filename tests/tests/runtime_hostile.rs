@@ -433,10 +433,7 @@ fn filters_that_refuse_to_start_are_refused_at_load() -> TestResult {
     let err = with("trap@configure", "")?
         .start()
         .expect_err("trap@configure must be refused");
-    assert!(
-        err.to_string().contains("hostile: trap requested"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("hostile: trap requested"), "{err}");
     assert!(
         err.startup_logs()
             .iter()

@@ -108,7 +108,20 @@ pub struct FilterRun {
     /// Body bytes held back by a filter that paused a body phase (allocated
     /// on first use).
     held: Vec<Vec<u8>>,
+    /// What the filters decided while the request body streamed.
+    verdict: Option<Verdict>,
     finished: bool,
+}
+
+/// A decision taken in the request body (or trailers) phase, after the
+/// request went upstream: the body is failed on purpose to stop the
+/// upstream exchange, and the pipeline answers with this instead.
+#[derive(Debug)]
+pub enum Verdict {
+    /// A filter answered locally.
+    Respond(wasmgate_abi::LocalResponse),
+    /// A filter failed under `deny`, or closed the stream.
+    Fail(ProxyError),
 }
 
 impl Chain {
@@ -147,6 +160,7 @@ impl Chain {
             ],
             calls: Vec::new(),
             held: Vec::new(),
+            verdict: None,
             finished: false,
         });
         for i in 0..n {
@@ -160,6 +174,24 @@ impl FilterRun {
     /// The route this run belongs to.
     pub fn chain(&self) -> &Arc<Chain> {
         &self.chain
+    }
+
+    /// Keeps a request-body-phase decision for the pipeline (the first one
+    /// wins).
+    pub fn set_verdict(&mut self, verdict: Verdict) {
+        self.verdict.get_or_insert(verdict);
+    }
+
+    /// The decision taken while the request body streamed, if any.
+    pub fn take_verdict(&mut self) -> Option<Verdict> {
+        self.verdict.take()
+    }
+
+    fn closed_by(&self, i: usize) -> ProxyError {
+        ProxyError::StreamClosed {
+            route: self.chain.route.clone(),
+            filter: self.chain.filters[i].name.clone(),
+        }
     }
 
     fn create(&mut self, i: usize) -> Result<(), ProxyError> {
@@ -278,10 +310,7 @@ impl FilterRun {
         let mut paused = action == Some(Action::Pause);
         loop {
             if self.stream.close_requested {
-                return Err(ProxyError::StreamClosed {
-                    route: self.chain.route.clone(),
-                    filter: self.chain.filters[i].name.clone(),
-                });
+                return Err(self.closed_by(i));
             }
             if let Some(local) = self.stream.local_response.take() {
                 return Ok(Some(Flow::Respond(local)));
@@ -323,7 +352,7 @@ impl FilterRun {
     /// forward; empty while a filter buffers.
     ///
     /// # Errors
-    /// A denied filter failure.
+    /// A denied filter failure, or a filter closing the stream.
     pub fn body(
         &mut self,
         side: Side,
@@ -348,6 +377,9 @@ impl FilterRun {
                 Side::Request => vm.on_request_body(s, end_of_stream),
                 Side::Response => vm.on_response_body(s, end_of_stream),
             })?;
+            if self.stream.close_requested {
+                return Err(self.closed_by(i));
+            }
             if let Some(local) = self.stream.local_response.take() {
                 return Ok(BodyStep::Respond(local));
             }
@@ -365,10 +397,12 @@ impl FilterRun {
     }
 
     /// Trailers met while streaming a body: each filter sees and may edit
-    /// them; a pause cannot be waited for here and counts as continue.
+    /// them; a pause cannot be waited for here and counts as continue. A
+    /// local response a filter sends here is left in the stream for the
+    /// caller.
     ///
     /// # Errors
-    /// A denied filter failure.
+    /// A denied filter failure, or a filter closing the stream.
     pub fn trailers_now(
         &mut self,
         side: Side,
@@ -387,6 +421,12 @@ impl FilterRun {
                 Side::Request => vm.on_request_trailers(s),
                 Side::Response => vm.on_response_trailers(s),
             })?;
+            if self.stream.close_requested {
+                return Err(self.closed_by(i));
+            }
+            if self.stream.local_response.is_some() {
+                break;
+            }
         }
         let map = match side {
             Side::Request => &self.stream.request_trailers,

@@ -5,6 +5,11 @@
 //! Nothing is buffered unless a filter pauses a body callback (Envoy's
 //! StopIterationAndBuffer): then the chunks are held and the filter sees all
 //! of them, appended, on its next body callback.
+//!
+//! A filter that answers, fails under `deny` or closes the stream while the
+//! request body streams fails the body on purpose (which stops the upstream
+//! exchange) and leaves its decision in the run ([`crate::chain::Verdict`])
+//! for the pipeline to answer with.
 
 use std::{
     pin::Pin,
@@ -22,7 +27,7 @@ use tokio::sync::oneshot;
 
 use crate::{
     body::BoxError,
-    chain::{BodyStep, FilterRun, Side},
+    chain::{BodyStep, FilterRun, Side, Verdict},
 };
 
 /// The request body, failing once more than `limit` bytes arrived.
@@ -151,6 +156,19 @@ impl<B> FilteredBody<B> {
         format!("route {name}: a filter failed while streaming the body").into()
     }
 
+    /// Stops the body because of a filter's decision. On the request side
+    /// the decision goes back to the pipeline with the run, which answers
+    /// with it; on the response side the headers are gone already, so the
+    /// response can only be cut short.
+    fn decided(&mut self, verdict: Verdict) -> BoxError {
+        if self.side == Side::Request
+            && let Some(run) = self.run.as_mut()
+        {
+            run.set_verdict(verdict);
+        }
+        self.failed()
+    }
+
     /// Runs a data chunk (or the end) through the filters.
     fn step(&mut self, data: Vec<u8>, eos: bool) -> Result<Bytes, BoxError> {
         let Some(run) = self.run.as_mut() else {
@@ -158,8 +176,8 @@ impl<B> FilteredBody<B> {
         };
         match run.body(self.side, data, eos) {
             Ok(BodyStep::Forward(bytes)) => Ok(Bytes::from(bytes)),
-            // Headers are gone already; a local reply cannot replace them now.
-            Ok(BodyStep::Respond(_)) | Err(_) => Err(self.failed()),
+            Ok(BodyStep::Respond(local)) => Err(self.decided(Verdict::Respond(local))),
+            Err(e) => Err(self.decided(Verdict::Fail(e))),
         }
     }
 
@@ -168,8 +186,11 @@ impl<B> FilteredBody<B> {
             return Ok(trailers);
         };
         match run.trailers_now(self.side, &trailers) {
-            Ok(t) => Ok(t),
-            Err(_) => Err(self.failed()),
+            Ok(t) => match run.stream.local_response.take() {
+                Some(local) => Err(self.decided(Verdict::Respond(local))),
+                None => Ok(t),
+            },
+            Err(e) => Err(self.decided(Verdict::Fail(e))),
         }
     }
 }

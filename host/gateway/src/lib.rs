@@ -12,8 +12,11 @@
 //!               │   checks: CL+TE conflict 400, body limit 413
 //!               ▼
 //!           on_request_headers   filter 0 → 1 → … (pause: http calls answered, resume;
-//!               │                                   local reply ends here; failure: deny 503 / allow skip)
+//!               │                                   failure: deny 503 / allow skip;
+//!               │                                   close_stream: reset, no response)
 //!           on_request_body / on_request_trailers   (streamed chunk by chunk)
+//!               │   a local reply from a request phase skips the upstream and goes
+//!               │   through the response callbacks below, as in Envoy
 //!               ▼
 //!           upstream (worker-local pool; h1 keep-alive or h2; TLS verified;
 //!               │     connect failure 502, timeout 504)

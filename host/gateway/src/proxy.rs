@@ -3,7 +3,8 @@
 //! ```text
 //! request ─► checks (smuggling, body size) ─► route match (404)
 //!         ─► hop-by-hop out, x-forwarded-* in
-//!         ─► filters: on_request_headers (in order; pause/resume, local reply, http calls)
+//!         ─► filters: on_request_headers (in order; pause/resume, local reply, http calls;
+//!                      a local reply from a request phase runs the response callbacks)
 //!         ─► upstream (pooled; 502/504)     request body streams through on_request_body
 //!         ─► filters: on_response_headers (reverse order)
 //!         ─► client                          response body streams through on_response_body,
@@ -25,11 +26,12 @@ use std::{
 use http::{HeaderMap, HeaderValue, Request, Response, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
+use wasmgate_abi::LocalResponse;
 
 use crate::{
     access_log::Entry,
     body::{Body, BoxError},
-    chain::{Flow, Side},
+    chain::{BodyStep, FilterRun, Flow, Side, Verdict},
     error::{ProxyError, StreamReset},
     filtered_body::{FilteredBody, LimitedBody},
     headers::{add_forwarded, strip_hop_by_hop},
@@ -248,7 +250,7 @@ async fn forward(
             let stream = stream_map::request_stream(&parts, conn, &route.name);
             let mut filter_run = chain.start(stream)?;
             if let Flow::Respond(local) = filter_run.headers(Side::Request, request_eos).await? {
-                return Ok(stream_map::local_response(local));
+                return encode_local(filter_run, local).await;
             }
             stream_map::apply_request(&filter_run.stream, &mut parts)?;
             if request_eos {
@@ -277,14 +279,33 @@ async fn forward(
         .await;
     let response = match sent {
         Ok(r) => r,
-        Err(_) if too_large.load(Ordering::Relaxed) => {
-            return Err(ProxyError::BodyTooLarge { limit });
+        Err(e) => {
+            // A filter's decision in the request body phase fails the body
+            // on purpose (which is what failed the exchange); the body
+            // handed the run back before failing.
+            if let Some(mut back) = run_back
+                && let Ok(mut filter_run) = back.try_recv()
+                && let Some(verdict) = filter_run.take_verdict()
+            {
+                return apply_verdict(filter_run, verdict).await;
+            }
+            if too_large.load(Ordering::Relaxed) {
+                return Err(ProxyError::BodyTooLarge { limit });
+            }
+            return Err(e);
         }
-        Err(e) => return Err(e),
     };
     if let Some(back) = run_back {
         // The request body handed the run back when it ended (or was dropped).
         run = back.await.ok();
+        if let Some(mut filter_run) = run.take() {
+            if let Some(verdict) = filter_run.take_verdict() {
+                // The upstream answered before the body was cut short; the
+                // filter's decision wins, as in Envoy.
+                return apply_verdict(filter_run, verdict).await;
+            }
+            run = Some(filter_run);
+        }
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -310,4 +331,48 @@ async fn forward(
         FilteredBody::response(body.map_err(BoxError::from), filter_run).boxed_unsync()
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// Answers with a decision a filter took in the request body phase.
+async fn apply_verdict(
+    run: Box<FilterRun>,
+    verdict: Verdict,
+) -> Result<Response<Body>, ProxyError> {
+    match verdict {
+        Verdict::Respond(local) => encode_local(run, local).await,
+        Verdict::Fail(e) => Err(e),
+    }
+}
+
+/// A local response sent from a request phase goes back through the
+/// filters' response callbacks (headers, then the body in one piece), as
+/// Envoy runs its encoder chain on a local reply. A filter may edit it
+/// there; a second local response from these callbacks replaces it as is.
+async fn encode_local(
+    mut run: Box<FilterRun>,
+    local: LocalResponse,
+) -> Result<Response<Body>, ProxyError> {
+    let (mut parts, body) = stream_map::local_response_parts(local);
+    stream_map::response_headers_into(&mut run.stream, &parts);
+    let end_of_stream = body.is_empty();
+    match run.headers(Side::Response, end_of_stream).await? {
+        Flow::Respond(again) => return Ok(stream_map::local_response(again)),
+        Flow::Continue => stream_map::apply_response(&run.stream, &mut parts)?,
+    }
+    let body = if end_of_stream {
+        body
+    } else {
+        match run.body(Side::Response, body, true)? {
+            BodyStep::Forward(body) => body,
+            BodyStep::Respond(again) => return Ok(stream_map::local_response(again)),
+        }
+    };
+    run.finish();
+    if parts.headers.contains_key(header::CONTENT_LENGTH) {
+        // The body callbacks may have changed the length.
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    Ok(Response::from_parts(parts, crate::body::full(body)))
 }

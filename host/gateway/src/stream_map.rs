@@ -138,23 +138,48 @@ pub fn apply_response(stream: &Stream, parts: &mut response::Parts) -> Result<()
     Ok(())
 }
 
-/// The response a filter asked for with `send_local_response`.
+/// The response a filter asked for with `send_local_response`, sent as it
+/// is (no response callbacks).
 pub fn local_response(local: LocalResponse) -> Response<Body> {
-    let status = u16::try_from(local.status)
+    let (parts, body) = local_response_parts(local);
+    Response::from_parts(parts, crate::body::full(body))
+}
+
+/// A local response's status and headers, and its body apart. As in
+/// Envoy, a body without a `content-type` from the filter is sent as
+/// `text/plain`, and a body sets `content-length`; an invalid status is
+/// 500 and an invalid header is dropped (named in a warning).
+pub fn local_response_parts(local: LocalResponse) -> (response::Parts, Vec<u8>) {
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = u16::try_from(local.status)
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = Response::new(crate::body::full(local.body));
-    *response.status_mut() = status;
     for (name, value) in local.headers.iter() {
-        if let (Ok(n), Ok(v)) = (
+        match (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_bytes(value),
         ) {
-            response.headers_mut().append(n, v);
+            (Ok(n), Ok(v)) => {
+                parts.headers.append(n, v);
+            }
+            _ => tracing::warn!(
+                header = name,
+                "filter set an invalid local response header; dropped"
+            ),
         }
     }
-    response
+    if !local.body.is_empty() {
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(local.body.len()));
+        if !parts.headers.contains_key(header::CONTENT_TYPE) {
+            parts
+                .headers
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        }
+    }
+    (parts, local.body)
 }
 
 /// Whether the filters left the request exactly as [`request_stream`] made it.

@@ -382,7 +382,8 @@ impl Inner {
             let mut vm = match self.plugin.instantiate_capturing() {
                 Ok(vm) => vm,
                 Err(err) => {
-                    self.logs.extend_from_slice(crate::error::startup_logs(&err));
+                    self.logs
+                        .extend_from_slice(crate::error::startup_logs(&err));
                     return Err(err.into());
                 }
             };

@@ -101,6 +101,10 @@
 //!   answer [`Error::StreamGone`].
 //! - **Bodies** as Envoy delivers them: pausing on a body chunk buffers it, so the next
 //!   callback sees all buffered bytes; what passes is in [`HttpStream::request_body_sent`].
+//! - **Logs** are captured from an instance's first instruction: what the filter logs while
+//!   starting (`on_vm_start`, `on_configure`) is in [`Filter::logs`] like the rest, and a
+//!   filter that refuses to start is an [`Error::Load`] whose message quotes its last
+//!   error-level line, with all its start-up logs in [`Error::startup_logs`].
 //! - **Time** is virtual: the filter's clock stands still until [`Filter::advance_time`],
 //!   which also fires `on_tick` for each elapsed tick period.
 //! - **Queues**: `on_queue_ready` is delivered after the callback that enqueued, as Envoy

@@ -105,10 +105,7 @@ fn start_up_logs_are_captured() -> TestResult {
         "level critical",
     ];
     assert_eq!(messages, expected);
-    for (level, name) in [
-        (LogLevel::Trace, "trace"),
-        (LogLevel::Critical, "critical"),
-    ] {
+    for (level, name) in [(LogLevel::Trace, "trace"), (LogLevel::Critical, "critical")] {
         assert!(filter.logged(level, &format!("level {name}")), "{name}");
     }
     // Capture is on from the first instruction, so the filter saw level Trace while starting.

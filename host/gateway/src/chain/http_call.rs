@@ -7,14 +7,21 @@ use http::{HeaderName, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Limited};
 use wasmgate_abi::{HeaderMap, HttpCallRequest, HttpCallResponse};
 
-use crate::{body::full, upstream::Upstream};
+use crate::{body::full, error::ProxyError, upstream::Upstream};
 
 /// Largest http call response body handed to a filter.
 const MAX_CALL_BODY: usize = 16 * 1024 * 1024;
 
-/// Sends the call and collects the whole response; `None` when it failed
-/// (unknown upstream, bad headers, connect error, timeout, oversized body):
-/// the filter then sees a failed call, as in Envoy.
+/// Sends the call and collects the whole response.
+///
+/// When the upstream cannot be reached, breaks the exchange before its
+/// headers, or does not answer within the call's timeout, the filter gets
+/// the response Envoy's async client makes up for it (503 `upstream connect
+/// error or disconnect/reset before headers. reset reason: ...`, or 504
+/// `upstream request timeout`), not a failure. `None` (the filter sees a
+/// failed call, as in Envoy) when the call cannot be made at all (unknown
+/// upstream, bad headers) or breaks after its headers (reset mid-body,
+/// body over 16 MiB).
 pub async fn perform(
     upstreams: &BTreeMap<String, Arc<Upstream>>,
     call: HttpCallRequest,
@@ -31,7 +38,10 @@ pub async fn perform(
         }
     };
     let exchange = async {
-        let response = upstream.send(request).await.ok()?;
+        let response = match upstream.send(request).await {
+            Ok(r) => r,
+            Err(e) => return made_up(&e),
+        };
         let (parts, body) = response.into_parts();
         let collected = Limited::new(body, MAX_CALL_BODY).collect().await.ok()?;
         let trailers = collected.trailers().cloned();
@@ -56,7 +66,42 @@ pub async fn perform(
     } else {
         call.timeout
     };
-    tokio::time::timeout(timeout, exchange).await.ok().flatten()
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(response) => response,
+        Err(_) => Some(local_reply(504, "upstream request timeout")),
+    }
+}
+
+/// Envoy's answer for an upstream failure before response headers.
+fn made_up(error: &ProxyError) -> Option<HttpCallResponse> {
+    const BEFORE_HEADERS: &str =
+        "upstream connect error or disconnect/reset before headers. reset reason: ";
+    match error {
+        ProxyError::UpstreamConnect { .. } => Some(local_reply(
+            503,
+            &format!("{BEFORE_HEADERS}remote connection failure"),
+        )),
+        ProxyError::UpstreamFailed { .. } => Some(local_reply(
+            503,
+            &format!("{BEFORE_HEADERS}connection termination"),
+        )),
+        ProxyError::UpstreamTimeout { .. } => Some(local_reply(504, "upstream request timeout")),
+        _ => None,
+    }
+}
+
+/// A response with a plain-text body, headers as Envoy sets them on a local
+/// reply.
+fn local_reply(status: u16, body: &str) -> HttpCallResponse {
+    let mut headers = HeaderMap::with_capacity(3);
+    headers.add(":status", status.to_string());
+    headers.add("content-length", body.len().to_string());
+    headers.add("content-type", "text/plain");
+    HttpCallResponse {
+        headers,
+        body: body.as_bytes().to_vec(),
+        trailers: HeaderMap::new(),
+    }
 }
 
 fn build(

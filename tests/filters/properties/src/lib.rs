@@ -21,7 +21,7 @@
 //! rather than through the SDK, which panics on any status but Ok: Envoy answers
 //! NotFound outside a stream, and a panic in `on_configure` would make it refuse
 //! the module. The status it got (`ok` or `error:<Status>`) goes to shared data
-//! `properties.root_set` and to every stream as header `x-prop-root-set`.
+//! `properties.root_set` and to every stream as response header `x-prop-root-set`.
 //! Without the entry the root context sets nothing, so the module loads in Envoy.
 
 use filter_common::{Config, status_name};
@@ -77,7 +77,8 @@ fn try_set_property(path: &[&str], value: &[u8]) -> String {
     let path = path.join("\0");
     // SAFETY: both pointers and lengths describe live buffers for the whole call; the host
     // only reads them.
-    let status = unsafe { raw_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) };
+    let status =
+        unsafe { raw_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) };
     let name = match status {
         0 => return "ok".to_string(),
         1 => "NotFound",
@@ -122,13 +123,10 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let seen = match &self.root_set {
-            Some(outcome) => vec![("x-prop-root-set".to_string(), outcome.to_string())],
-            None => Vec::new(),
-        };
         Some(Box::new(Properties {
             paths: self.paths.clone(),
-            seen,
+            seen: Vec::new(),
+            root_set: self.root_set.clone(),
         }))
     }
 
@@ -140,6 +138,8 @@ impl RootContext for Root {
 struct Properties {
     paths: Rc<Vec<String>>,
     seen: Vec<(String, String)>,
+    /// The root context's set_property outcome, reported as a response header.
+    root_set: Option<Rc<str>>,
 }
 
 impl Properties {
@@ -211,6 +211,9 @@ impl HttpContext for Properties {
         self.set_http_response_header("x-prop-response-code", Some(&code));
         let custom = self.read("wasmgate.test.custom", false);
         self.set_http_response_header("x-prop-custom-in-response", Some(&custom));
+        if let Some(outcome) = &self.root_set {
+            self.set_http_response_header("x-prop-root-set", Some(outcome));
+        }
         Action::Continue
     }
 }
