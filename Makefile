@@ -1,6 +1,6 @@
 # wasmgate: the two commands of the README, plus helpers.
 #   make run    set up, build, and start the gateway on its embedded demo
-#   make test   set up, then run the whole test suite (what CI runs)
+#   make test   set up, lint (fmt, clippy), then run the whole test suite (what CI runs)
 .PHONY: run test setup lint wasm bench
 
 setup:
@@ -9,9 +9,10 @@ setup:
 run: setup
 	cargo run --release -p wasmgate
 
-test: setup
+test: setup lint
 	cargo test --workspace --all-targets
 	cargo test --workspace --doc
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
 lint: setup
 	cargo fmt --all -- --check

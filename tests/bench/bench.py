@@ -311,7 +311,7 @@ def run_h2load(port: int, conns: int, duration: int, headers: dict, workdir: Pat
     pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0  # noqa: E731
     return {
         "requests": int(done.group(1)) if done else 0,
-        "non2xx": (int(done.group(1)) - ok) if done else 0,
+        "non2xx": sum(int(m.group(i)) for i in (2, 3, 4)) if m else 0,
         "errors": int(done.group(3)) + int(done.group(4)) if done else 0,
         "p50_us": pct(0.50),
         "p99_us": pct(0.99),
