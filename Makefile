@@ -12,7 +12,7 @@ run: setup
 test: setup lint
 	cargo test --workspace --all-targets
 	cargo test --workspace --doc
-	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p wasmgate-abi -p wasmgate-harness -p wasmgate -p secret-header
 
 lint: setup
 	cargo fmt --all -- --check

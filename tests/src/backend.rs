@@ -17,15 +17,16 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use std::convert::Infallible;
+use hyper_util::rt::TokioIo;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
+
+use crate::record::Log;
+use crate::serve::{accept_each, serve_http};
 
 /// One request as the backend received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,10 @@ pub struct Received {
     pub headers: Vec<(String, String)>,
     /// The whole body.
     pub body: Vec<u8>,
+    /// False when the body did not arrive whole (the sender aborted the
+    /// request): such a request never reached an application, so the
+    /// recording backend does not list it.
+    pub complete: bool,
 }
 
 impl Received {
@@ -60,6 +65,36 @@ impl Received {
             .collect()
     }
 
+    /// Reads `req` completely (a body that fails to arrive reads as empty,
+    /// and the request as not [`complete`](Self::complete)).
+    pub async fn read(req: Request<Incoming>) -> Received {
+        let (parts, body) = req.into_parts();
+        let (body, complete) = match body.collect().await {
+            Ok(collected) => (collected.to_bytes().to_vec(), true),
+            Err(_) => (Vec::new(), false),
+        };
+        Received {
+            method: parts.method.to_string(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.to_string()),
+            version: format!("{:?}", parts.version),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body,
+            complete,
+        }
+    }
+
     /// The JSON the backend echoes back for this request.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
@@ -76,7 +111,7 @@ impl Received {
 #[derive(Debug)]
 pub struct Backend {
     addr: SocketAddr,
-    received: Arc<Mutex<Vec<Received>>>,
+    received: Log<Received>,
     server: JoinHandle<()>,
 }
 
@@ -93,10 +128,37 @@ pub async fn start() -> io::Result<Backend> {
 /// # Errors
 /// When `addr` cannot be bound.
 pub async fn start_on(addr: SocketAddr) -> io::Result<Backend> {
+    answering(addr, echo).await
+}
+
+/// Starts a recording server on `addr` that answers each request with the future `answer`
+/// makes from it; the request is recorded before that future runs.
+///
+/// # Errors
+/// When `addr` cannot be bound.
+pub(crate) async fn answering<A, Fut>(addr: SocketAddr, answer: A) -> io::Result<Backend>
+where
+    A: Fn(&Received) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let server = tokio::spawn(serve(listener, received.clone()));
+    let received = Log::default();
+    let log = received.clone();
+    let server = tokio::spawn(accept_each(listener, move |tcp| {
+        let (log, answer) = (log.clone(), answer.clone());
+        serve_http(TokioIo::new(tcp), move |req| {
+            let (log, answer) = (log.clone(), answer.clone());
+            async move {
+                let request = Received::read(req).await;
+                let response = answer(&request);
+                if request.complete {
+                    log.push(request);
+                }
+                response.await
+            }
+        })
+    }));
     Ok(Backend {
         addr,
         received,
@@ -117,10 +179,7 @@ impl Backend {
 
     /// Every request received so far, oldest first.
     pub fn received(&self) -> Vec<Received> {
-        self.received
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.received.snapshot()
     }
 
     /// Waits (at most `timeout`) until at least `n` requests have arrived, then returns all of
@@ -144,68 +203,15 @@ impl Drop for Backend {
     }
 }
 
-async fn serve(listener: TcpListener, received: Arc<Mutex<Vec<Received>>>) {
-    let mut connections = JoinSet::new();
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            // Out of file descriptors and the like: back off instead of spinning.
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let received = received.clone();
-        connections.spawn(async move {
-            let service = hyper::service::service_fn(move |req| echo(req, received.clone()));
-            // Errors here are client-side hang-ups; the request log is what tests read.
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-        // Reap finished connections so the set does not grow without bound.
-        while connections.try_join_next().is_some() {}
-    }
-}
-
-async fn echo(
-    req: Request<Incoming>,
-    received: Arc<Mutex<Vec<Received>>>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (parts, body) = req.into_parts();
-    let body = match body.collect().await {
-        Ok(collected) => collected.to_bytes().to_vec(),
-        Err(_) => Vec::new(),
-    };
-    let request = Received {
-        method: parts.method.to_string(),
-        path: parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.to_string()),
-        version: format!("{:?}", parts.version),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body,
-    };
+/// Answers `200` with the request as JSON.
+fn echo(request: &Received) -> std::future::Ready<Response<Full<Bytes>>> {
     let json = request.to_json().to_string();
-    received
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(request);
-    let response = Response::builder()
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(json)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
-    Ok(response)
+    std::future::ready(
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(json)))
+            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))),
+    )
 }
 
 #[cfg(test)]
@@ -213,6 +219,7 @@ mod tests {
     use super::*;
     use http_body_util::Empty;
     use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
 
     async fn roundtrip(http2: bool) -> (Backend, serde_json::Value) {
         let backend = start().await.expect("backend starts");

@@ -12,7 +12,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::net::TcpStream;
+
+use crate::record::tail;
 
 /// How long Envoy may take to start serving (or to fail) on a loaded 2-core machine.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -432,25 +434,17 @@ async fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus
 async fn admin_get(admin: SocketAddr, path: &str) -> Result<(u16, String)> {
     let request = async {
         let stream = TcpStream::connect(admin).await?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        let conn = tokio::spawn(conn);
         let request = Request::get(path)
             .header("host", admin.to_string())
             .body(Empty::<Bytes>::new())?;
-        let response = sender.send_request(request).await?;
+        let response = crate::serve::exchange(TokioIo::new(stream), false, request).await?;
         let status = response.status().as_u16();
-        let body = response.into_body().collect().await?.to_bytes();
-        conn.abort();
-        anyhow::Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        anyhow::Ok((
+            status,
+            String::from_utf8_lossy(response.body()).into_owned(),
+        ))
     };
     tokio::time::timeout(ADMIN_TIMEOUT, request)
         .await
         .map_err(|_| anyhow!("admin {path}: no answer in {ADMIN_TIMEOUT:?}"))?
-}
-
-/// The last lines of a log, for error messages.
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }

@@ -13,13 +13,15 @@ use std::{
 use anyhow::{Context, Result, anyhow};
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode, Version};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 use wasmgate::{Gateway, GatewayHandle};
+
+use crate::record::{Log, capture_lines, loopback_addresses};
 
 /// Every network wait in these helpers is bounded by this.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -196,18 +198,7 @@ async fn exchange<T>(io: T, h2: bool, req: Request<Full<Bytes>>) -> Result<Reply
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let response = if h2 {
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
-        tokio::spawn(conn);
-        sender.send_request(req).await?
-    } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-        tokio::spawn(conn);
-        sender.send_request(req).await?
-    };
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await?.to_bytes();
+    let (parts, body) = crate::serve::exchange(io, h2, req).await?.into_parts();
     Ok(Reply {
         status: parts.status,
         headers: parts.headers,
@@ -281,7 +272,7 @@ pub fn binary() -> Result<PathBuf> {
 #[derive(Debug)]
 pub struct Process {
     child: std::process::Child,
-    lines: Arc<std::sync::Mutex<Vec<String>>>,
+    lines: Log<String>,
     /// First listener address, read from the start-up log line.
     pub addr: SocketAddr,
     /// Admin address, if the configuration has one.
@@ -320,17 +311,7 @@ impl Process {
             .stderr(std::process::Stdio::piped());
         let mut child = cmd.spawn()?;
         let stderr = child.stderr.take().context("stderr")?;
-        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-            }
-        });
+        let lines = capture_lines(stderr);
         let mut process = Process {
             child,
             lines,
@@ -344,7 +325,7 @@ impl Process {
                 .into_iter()
                 .find(|l| l.contains("wasmgate serving"))
             {
-                let addrs = addresses(&line);
+                let addrs = loopback_addresses(&line);
                 process.addr = *addrs
                     .first()
                     .context("no listener address in the start-up line")?;
@@ -362,7 +343,7 @@ impl Process {
 
     /// Log lines so far.
     pub fn logs(&self) -> Vec<String> {
-        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.lines.snapshot()
     }
 
     /// Sends a signal (`HUP`, `TERM`) with `kill`.
@@ -414,17 +395,6 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Every `127.0.0.1:<port>` in a line, in order.
-fn addresses(line: &str) -> Vec<SocketAddr> {
-    line.match_indices("127.0.0.1:")
-        .filter_map(|(i, _)| {
-            let rest = &line[i + "127.0.0.1:".len()..];
-            let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            format!("127.0.0.1:{port}").parse().ok()
-        })
-        .collect()
 }
 
 /// Runs `wasmgate check --config <path>` with these extra environment

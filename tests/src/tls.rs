@@ -3,21 +3,12 @@
 //! temporary directory; plus an HTTPS echo backend (HTTP/1.1 and HTTP/2 by
 //! ALPN, optionally requiring a client certificate for mTLS).
 
-use std::{
-    convert::Infallible,
-    net::SocketAddr,
-    path::PathBuf,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{Request, Response, body::Incoming};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-};
+use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::{
     RootCertStore, ServerConfig,
@@ -27,6 +18,8 @@ use rustls::{
 use tokio::{net::TcpListener, task::JoinHandle};
 
 use crate::backend::Received;
+use crate::record::Log;
+use crate::serve::{accept_each, serve_http};
 
 /// A certificate and its key, as PEM files.
 #[derive(Debug, Clone)]
@@ -178,7 +171,7 @@ pub struct TlsReceived {
 #[derive(Debug)]
 pub struct TlsBackend {
     addr: SocketAddr,
-    received: Arc<Mutex<Vec<TlsReceived>>>,
+    received: Log<TlsReceived>,
     task: JoinHandle<()>,
 }
 
@@ -190,33 +183,29 @@ impl TlsBackend {
     pub async fn start(config: Arc<ServerConfig>) -> std::io::Result<TlsBackend> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let received = Arc::new(Mutex::new(Vec::new()));
+        let received = Log::default();
         let log = received.clone();
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                let log = log.clone();
-                tokio::spawn(async move {
-                    let Ok(Ok(tls)) =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-                    else {
-                        return;
-                    };
-                    let (_, session) = tls.get_ref();
-                    let client_cert = session.peer_certificates().is_some_and(|c| !c.is_empty());
-                    let alpn = session
-                        .alpn_protocol()
-                        .map(|p| String::from_utf8_lossy(p).into_owned());
-                    let service = hyper::service::service_fn(move |req| {
-                        echo(req, log.clone(), client_cert, alpn.clone())
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
+        let task = tokio::spawn(accept_each(listener, move |tcp| {
+            let acceptor = acceptor.clone();
+            let log = log.clone();
+            async move {
+                let Ok(Ok(tls)) =
+                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                else {
+                    return;
+                };
+                let (_, session) = tls.get_ref();
+                let client_cert = session.peer_certificates().is_some_and(|c| !c.is_empty());
+                let alpn = session
+                    .alpn_protocol()
+                    .map(|p| String::from_utf8_lossy(p).into_owned());
+                serve_http(TokioIo::new(tls), move |req| {
+                    echo(req, log.clone(), client_cert, alpn.clone())
+                })
+                .await;
             }
-        });
+        }));
         Ok(TlsBackend {
             addr,
             received,
@@ -231,10 +220,7 @@ impl TlsBackend {
 
     /// Requests seen so far.
     pub fn received(&self) -> Vec<TlsReceived> {
-        self.received
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.received.snapshot()
     }
 }
 
@@ -244,44 +230,19 @@ impl Drop for TlsBackend {
     }
 }
 
+/// Records `req` with what the TLS session showed and echoes it as JSON.
 async fn echo(
     req: Request<Incoming>,
-    log: Arc<Mutex<Vec<TlsReceived>>>,
+    log: Log<TlsReceived>,
     client_cert: bool,
     alpn: Option<String>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes().to_vec())
-        .unwrap_or_default();
-    let request = Received {
-        method: parts.method.to_string(),
-        path: parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| "/".into(), |p| p.to_string()),
-        version: format!("{:?}", parts.version),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body,
-    };
+) -> Response<Full<Bytes>> {
+    let request = Received::read(req).await;
     let json = request.to_json().to_string();
-    log.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(TlsReceived {
-            request,
-            client_cert,
-            alpn,
-        });
-    Ok(Response::new(Full::new(Bytes::from(json))))
+    log.push(TlsReceived {
+        request,
+        client_cert,
+        alpn,
+    });
+    Response::new(Full::new(Bytes::from(json)))
 }

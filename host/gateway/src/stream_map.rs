@@ -32,11 +32,9 @@ pub fn request_stream(parts: &request::Parts, conn: &ConnInfo, route: &str) -> S
         }
     }
     let props = &mut stream.properties;
-    props.insert("source.address".into(), conn.peer.to_string().into_bytes());
-    props.insert(
-        "destination.address".into(),
-        conn.local.to_string().into_bytes(),
-    );
+    // Rendered once per connection; copied, not formatted, per request.
+    props.insert("source.address".into(), conn.peer_text().to_vec());
+    props.insert("destination.address".into(), conn.local_text().to_vec());
     props.insert("route_name".into(), route.as_bytes().to_vec());
     stream
 }
@@ -217,4 +215,79 @@ fn same_regular_headers<'a>(
         }
     }
     ours.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use http::Request;
+
+    use super::*;
+
+    fn parts() -> request::Parts {
+        let (parts, ()) = Request::get("/a?b=1")
+            .header("host", "example.com")
+            .header("x-keep", "1")
+            .header("x-multi", "m1")
+            .header("x-multi", "m2")
+            .header("x-gone", "g")
+            .body(())
+            .unwrap()
+            .into_parts();
+        parts
+    }
+
+    fn stream(parts: &request::Parts) -> Stream {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        request_stream(parts, &ConnInfo::new(addr, addr, false), "r")
+    }
+
+    fn values<'a>(h: &'a http::HeaderMap, name: &str) -> Vec<&'a [u8]> {
+        h.get_all(name).iter().map(HeaderValue::as_bytes).collect()
+    }
+
+    #[test]
+    fn untouched_request_stays_as_it_was() {
+        let mut p = parts();
+        let before = p.headers.clone();
+        apply_request(&stream(&p), &mut p).unwrap();
+        assert_eq!(p.headers, before);
+        assert_eq!(p.uri, "/a?b=1");
+    }
+
+    #[test]
+    fn only_what_the_filters_changed_is_applied() {
+        let mut p = parts();
+        let mut s = stream(&p);
+        let map = &mut s.request_headers;
+        map.add("Authorization", "Bearer s");
+        map.remove("x-gone");
+        map.replace("x-multi", "m3");
+        map.replace(":authority", "other.example");
+        map.add("x-bad", "a\nb");
+        map.add("bad name", "v");
+        apply_request(&s, &mut p).unwrap();
+        assert_eq!(values(&p.headers, "authorization"), [b"Bearer s"]);
+        assert_eq!(values(&p.headers, "x-multi"), [b"m3"]);
+        assert_eq!(values(&p.headers, "host"), [b"other.example"]);
+        assert_eq!(values(&p.headers, "x-keep"), [b"1"]);
+        assert!(!p.headers.contains_key("x-gone"));
+        assert!(!p.headers.contains_key("x-bad"));
+        assert_eq!(p.headers.len(), 4);
+        assert_eq!(p.uri, "/a?b=1");
+    }
+
+    #[test]
+    fn authority_and_path_removed_or_changed() {
+        let mut p = parts();
+        let mut s = stream(&p);
+        s.request_headers.remove(":authority");
+        s.request_headers.replace(":path", "/z");
+        s.request_headers.add("x-multi", "m3");
+        apply_request(&s, &mut p).unwrap();
+        assert!(!p.headers.contains_key("host"));
+        assert_eq!(values(&p.headers, "x-multi"), [&b"m1"[..], b"m2", b"m3"]);
+        assert_eq!(p.uri, "/z");
+    }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http::{HeaderMap, Request as HttpRequest};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::Request;
@@ -78,19 +78,9 @@ async fn exchange(stream: TcpStream, request: &Request) -> Result<Response> {
         builder = builder.header(*name, *value);
     }
     let http_request = builder.body(Full::new(request.body.clone()))?;
-    let io = TokioIo::new(stream);
-    let response = if request.h2 {
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
-        tokio::spawn(conn);
-        sender.send_request(http_request).await?
-    } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-        tokio::spawn(conn);
-        sender.send_request(http_request).await?
-    };
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await?.to_bytes();
+    let (parts, body) = crate::serve::exchange(TokioIo::new(stream), request.h2, http_request)
+        .await?
+        .into_parts();
     Ok(Response {
         status: parts.status.as_u16(),
         headers: parts.headers,

@@ -13,17 +13,17 @@
 //! each host has exactly one filter instance. Both listen on ports the kernel picks, both are
 //! killed on drop, and every wait is bounded.
 
-use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::backend::{self, Backend};
 use crate::envoy::{self, Envoy, Example};
+use crate::record::{Log, capture_lines, loopback_addresses, tail};
 
 use super::client::{self, Exchange};
 use super::observe::{self, Normaliser, Observation};
@@ -270,7 +270,7 @@ fn binary() -> Result<PathBuf> {
 #[derive(Debug)]
 struct Wasmgate {
     child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+    lines: Log<String>,
     addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
@@ -294,16 +294,7 @@ impl Wasmgate {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().context("starting wasmgate")?;
         let stderr = child.stderr.take().context("wasmgate's stderr")?;
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-            }
-        });
+        let lines = capture_lines(stderr);
         Ok(Wasmgate {
             child,
             lines,
@@ -318,7 +309,9 @@ impl Wasmgate {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
             if let Some(line) = gw.log().lines().find(|l| l.contains("wasmgate serving")) {
-                gw.addr = first_address(line)
+                gw.addr = loopback_addresses(line)
+                    .first()
+                    .copied()
                     .with_context(|| format!("no listener address in {line:?}"))?;
                 return Ok(gw);
             }
@@ -350,10 +343,7 @@ impl Wasmgate {
     }
 
     fn log(&self) -> String {
-        self.lines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .join("\n")
+        self.lines.snapshot().join("\n")
     }
 }
 
@@ -362,16 +352,4 @@ impl Drop for Wasmgate {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The first `127.0.0.1:<port>` in a log line.
-fn first_address(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("127.0.0.1:")? + "127.0.0.1:".len()..];
-    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    format!("127.0.0.1:{port}").parse().ok()
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }

@@ -34,7 +34,7 @@ pub const MISSING: &str = "<missing>";
 /// How values are normalised for one host.
 #[derive(Debug, Clone, Default)]
 pub struct Normaliser {
-    /// (address text, placeholder), e.g. ("127.0.0.1:40123", "<listener>").
+    /// (address text, placeholder), e.g. `("127.0.0.1:40123", "<listener>")`.
     addresses: Vec<(String, String)>,
     /// (port text, placeholder), replaced only when a value is exactly the port.
     ports: Vec<(String, String)>,

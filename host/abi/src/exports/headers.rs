@@ -198,16 +198,14 @@ fn proxy_add_header_map_value(
     vptr: u32,
     vlen: u32,
 ) -> HostResult {
-    const WHAT: &str = "proxy_add_header_map_value";
-    let memory = memory(&caller)?;
-    let (mem, state) = memory.data_and_store_mut(&mut caller);
-    let (key, value) = key_value(mem, (kptr, klen, vptr, vlen), WHAT)?;
-    let (Some(key), Some(map)) = (key, map_mut(state, ty)) else {
-        return status(Status::BadArgument);
-    };
-    check_growth(map, WHAT)?;
-    map.add_bytes(key, value);
-    status(Status::Ok)
+    let kv = (kptr, klen, vptr, vlen);
+    write_pair(
+        &mut caller,
+        ty,
+        kv,
+        "proxy_add_header_map_value",
+        HeaderMap::add_bytes,
+    )
 }
 
 /// `proxy_replace_header_map_value(...)`: "add or replace": overwrites the first value in
@@ -220,15 +218,34 @@ fn proxy_replace_header_map_value(
     vptr: u32,
     vlen: u32,
 ) -> HostResult {
-    const WHAT: &str = "proxy_replace_header_map_value";
-    let memory = memory(&caller)?;
-    let (mem, state) = memory.data_and_store_mut(&mut caller);
-    let (key, value) = key_value(mem, (kptr, klen, vptr, vlen), WHAT)?;
+    let kv = (kptr, klen, vptr, vlen);
+    write_pair(
+        &mut caller,
+        ty,
+        kv,
+        "proxy_replace_header_map_value",
+        HeaderMap::replace_bytes,
+    )
+}
+
+/// The shared body of the add and replace calls: reads the pair from guest memory (`what`
+/// names the call in errors), answers BAD_ARGUMENT for a non-UTF-8 key or an unknown map,
+/// enforces the pair limit, then applies `write` (inlined: one copy per caller).
+fn write_pair(
+    caller: &mut Caller<'_, HostState>,
+    ty: u32,
+    kv: (u32, u32, u32, u32),
+    what: &'static str,
+    write: impl FnOnce(&mut HeaderMap, &str, &[u8]),
+) -> HostResult {
+    let memory = memory(caller)?;
+    let (mem, state) = memory.data_and_store_mut(caller);
+    let (key, value) = key_value(mem, kv, what)?;
     let (Some(key), Some(map)) = (key, map_mut(state, ty)) else {
         return status(Status::BadArgument);
     };
-    check_growth(map, WHAT)?;
-    map.replace_bytes(key, value);
+    check_growth(map, what)?;
+    write(map, key, value);
     status(Status::Ok)
 }
 
