@@ -4,9 +4,9 @@
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper::Request;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::time::Duration;
 use wasmgate_tests::backend::{self, Backend};
@@ -28,51 +28,43 @@ fn example(backend: &Backend) -> Result<Example> {
 
 /// Sends a GET with `headers` (repeats allowed) over HTTP/1.1; returns status and body.
 async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<(u16, String)> {
-    let exchange = async {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        let conn = tokio::spawn(conn);
-        let mut request = Request::get(path).header("host", "example.test");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = sender
-            .send_request(request.body(Empty::<Bytes>::new())?)
-            .await?;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await?.to_bytes();
-        conn.abort();
-        anyhow::Ok((status, String::from_utf8_lossy(&body).into_owned()))
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-        .await
-        .with_context(|| format!("GET {path} via {addr}: no response in {REQUEST_TIMEOUT:?}"))?
+    send(addr, false, path, headers).await
 }
 
 /// The same over HTTP/2 without TLS (h2c, prior knowledge).
 async fn get_h2(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<(u16, String)> {
+    send(addr, true, path, headers).await
+}
+
+async fn send(
+    addr: SocketAddr,
+    h2: bool,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String)> {
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(addr).await?;
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await?;
-        let conn = tokio::spawn(conn);
         let mut request = Request::get(format!("http://example.test{path}"));
+        if !h2 {
+            request = Request::get(path).header("host", "example.test");
+        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = sender
-            .send_request(request.body(Empty::<Bytes>::new())?)
-            .await?;
+        let request = request.body(Empty::<Bytes>::new())?;
+        let response = wasmgate_tests::serve::exchange(TokioIo::new(stream), h2, request).await?;
         let status = response.status().as_u16();
-        let body = response.into_body().collect().await?.to_bytes();
-        conn.abort();
-        anyhow::Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        anyhow::Ok((
+            status,
+            String::from_utf8_lossy(response.body()).into_owned(),
+        ))
     };
+    let proto = if h2 { "h2 " } else { "" };
     tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
-        .with_context(|| format!("h2 GET {path} via {addr}: no response in {REQUEST_TIMEOUT:?}"))?
+        .with_context(|| {
+            format!("{proto}GET {path} via {addr}: no response in {REQUEST_TIMEOUT:?}")
+        })?
 }
 
 #[tokio::test]

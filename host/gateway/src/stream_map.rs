@@ -116,6 +116,14 @@ pub fn apply_response(stream: &Stream, parts: &mut response::Parts) -> Result<()
             .ok_or(ProxyError::BadRequest(":status set by a filter"))?;
     }
     parts.headers.clear();
+    append_regular(map, &mut parts.headers, "response");
+    Ok(())
+}
+
+/// Appends every regular (not pseudo) header of a filter's map to `out`.
+/// A name or value a filter made invalid is dropped with a warning that
+/// names the header (never its value).
+fn append_regular(map: &wasmgate_abi::HeaderMap, out: &mut http::HeaderMap, what: &str) {
     for (name, value) in map.iter() {
         if name.starts_with(':') {
             continue;
@@ -125,15 +133,15 @@ pub fn apply_response(stream: &Stream, parts: &mut response::Parts) -> Result<()
             HeaderValue::from_bytes(value),
         ) {
             (Ok(n), Ok(v)) => {
-                parts.headers.append(n, v);
+                out.append(n, v);
             }
             _ => tracing::warn!(
                 header = name,
-                "filter set an invalid response header; dropped"
+                kind = what,
+                "filter set an invalid header; dropped"
             ),
         }
     }
-    Ok(())
 }
 
 /// The response a filter asked for with `send_local_response`, sent as it
@@ -153,20 +161,7 @@ pub fn local_response_parts(local: LocalResponse) -> (response::Parts, Vec<u8>) 
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    for (name, value) in local.headers.iter() {
-        match (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) {
-            (Ok(n), Ok(v)) => {
-                parts.headers.append(n, v);
-            }
-            _ => tracing::warn!(
-                header = name,
-                "filter set an invalid local response header; dropped"
-            ),
-        }
-    }
+    append_regular(&local.headers, &mut parts.headers, "local response");
     if !local.body.is_empty() {
         parts
             .headers
