@@ -17,7 +17,9 @@
 //! - [`runtime`]: [`Runtime`] and [`RuntimeConfig`]: engine settings, module cache, epoch ticker.
 //! - [`plugin`]: [`PluginSpec`], [`WasmSource`], [`Plugin`]: loading and export validation.
 //! - [`vm`]: [`Vm`]: one instance and the proxy-wasm lifecycle calls into it.
-//! - [`stream`]: [`Stream`], [`HeaderMap`], [`LocalResponse`]: per-request state.
+//! - [`stream`]: [`Stream`], [`HeaderMap`], [`LocalResponse`]: per-request state
+//!   (the map itself in `header_map`: one buffer for names, one for values, and
+//!   which names filters edited).
 //! - [`http_call`]: [`HttpCallRequest`], [`HttpCallResponse`].
 //! - [`error`]: [`Fault`], [`FaultKind`], [`LoadError`].
 //! - [`limits`]: [`Limits`] and the caps on guest-controlled sizes.
@@ -63,6 +65,7 @@ mod cache;
 mod deadline;
 pub mod error;
 mod exports;
+mod header_map;
 pub mod http_call;
 pub mod limits;
 pub mod logs;
@@ -85,6 +88,7 @@ pub use limits::Limits;
 pub use logs::{LogLevel, LogRecord};
 pub use metrics::{MetricKind, MetricSample};
 pub use plugin::{AbiVersion, Plugin, PluginSpec, WasmSource};
+pub use properties::Properties;
 pub use runtime::{Runtime, RuntimeConfig};
 pub use status::{Action, Status};
 pub use stream::{HeaderMap, LocalResponse, MapError, Stream};

@@ -6,8 +6,88 @@
 //! Envoy derives them, then the plugin attributes, then properties the filter set outside any
 //! stream. Strings are raw bytes; integers are 8-byte little-endian.
 
+use std::borrow::Cow;
+
 use crate::state::HostState;
 use crate::stream::{HeaderMap, Stream};
+
+/// Properties by dotted path, in the order they were set. A stream holds
+/// a handful, so a list beats a hash map: no hashing, and keys the
+/// embedder knows at compile time (`"source.address"`) are not allocated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Properties {
+    entries: Vec<(Cow<'static, str>, Vec<u8>)>,
+}
+
+impl Properties {
+    /// No properties.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The value at `path`.
+    pub fn get(&self, path: &str) -> Option<&Vec<u8>> {
+        self.entries.iter().find(|(k, _)| k == path).map(|(_, v)| v)
+    }
+
+    /// Whether `path` has a value.
+    pub fn contains_key(&self, path: &str) -> bool {
+        self.get(path).is_some()
+    }
+
+    /// Sets `path`, returning the value it replaced.
+    pub fn insert(
+        &mut self,
+        path: impl Into<Cow<'static, str>>,
+        value: impl Into<Vec<u8>>,
+    ) -> Option<Vec<u8>> {
+        let path = path.into();
+        let value = value.into();
+        match self.entries.iter_mut().find(|(k, _)| *k == path) {
+            Some((_, v)) => Some(std::mem::replace(v, value)),
+            None => {
+                self.entries.push((path, value));
+                None
+            }
+        }
+    }
+
+    /// Removes `path`, returning its value.
+    pub fn remove(&mut self, path: &str) -> Option<Vec<u8>> {
+        let i = self.entries.iter().position(|(k, _)| k == path)?;
+        Some(self.entries.remove(i).1)
+    }
+
+    /// Number of properties.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Removes them all, keeping the allocation of the list.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// Paths and values, in the order they were first set.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.entries.iter().map(|(k, v)| (k.as_ref(), v.as_slice()))
+    }
+}
+
+impl<K: Into<Cow<'static, str>>, V: Into<Vec<u8>>> FromIterator<(K, V)> for Properties {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut p = Properties::new();
+        for (k, v) in iter {
+            p.insert(k, v);
+        }
+        p
+    }
+}
 
 /// The dotted key for a NUL-joined path, or None when it is empty or not UTF-8.
 /// A single segment that already contains dots is kept as is (some SDKs send `a.b`).

@@ -1,6 +1,5 @@
 //! [`HostState`]: the data of one wasmtime store, i.e. everything host functions can reach.
 
-use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -59,7 +58,7 @@ pub(crate) struct HostState {
     /// Level reported by `proxy_get_log_level`; None = follow `tracing`.
     pub(crate) log_level: Option<LogLevel>,
     /// Properties set by the filter outside any stream.
-    pub(crate) root_properties: HashMap<String, Vec<u8>>,
+    pub(crate) root_properties: crate::properties::Properties,
     /// Metric handles by id.
     pub(crate) metrics: MetricCache,
     /// Queue-ready notifications for this Vm.

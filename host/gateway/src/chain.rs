@@ -340,7 +340,8 @@ impl FilterRun {
     async fn answer_next_call(&mut self) -> Result<(), ProxyError> {
         let (i, call) = self.calls.remove(0);
         let token = call.token;
-        let response = http_call::perform(&self.chain.upstreams, call).await;
+        // Boxed: a rare path, kept out of every request's future.
+        let response = Box::pin(http_call::perform(&self.chain.upstreams, call)).await;
         self.call(i, |vm, s| {
             vm.on_http_call_response(Some(s), token, response)
         })?;
@@ -487,6 +488,7 @@ impl FilterRun {
 impl Drop for FilterRun {
     fn drop(&mut self) {
         self.finish();
+        crate::stream_map::recycle(std::mem::take(&mut self.stream));
     }
 }
 

@@ -2,7 +2,7 @@
 //! dropped in both directions, and `x-forwarded-for`/`-proto`/`-host` tell
 //! the upstream who asked.
 
-use http::{HeaderMap, HeaderName, HeaderValue, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header, header::Entry};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -14,30 +14,56 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 /// headers (`Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `TE`,
 /// `Upgrade`). Framing is hyper's job on each side.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Usually one Connection value ("keep-alive" or "close"): take it out
-    // and remove what it names, without collecting into a Vec.
-    let mut values = headers.get_all(header::CONNECTION).iter();
-    let first = values.next().cloned();
-    let more: Vec<HeaderValue> = values.cloned().collect();
-    if let Some(first) = first {
-        headers.remove(header::CONNECTION);
-        for value in std::iter::once(&first).chain(&more) {
-            for name in value.to_str().unwrap_or("").split(',') {
-                if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
-                    headers.remove(name);
-                }
-            }
+    // One pass over the names decides which removals (a hash lookup each)
+    // are needed: most messages carry none, or only `Connection`.
+    let (mut connection, mut other) = (false, false);
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if is_other_hop_by_hop(name) {
+            other = true;
         }
     }
-    for name in [
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::TE,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
+    if connection {
+        // The options `Connection` names; `keep-alive` and `close` (the
+        // usual ones) name no header that is not removed below anyway.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+            .map(str::trim)
+            .filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case("keep-alive")
+                    && !t.eq_ignore_ascii_case("close")
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        headers.remove(header::CONNECTION);
+        for name in named {
+            headers.remove(name);
+        }
     }
+    if other {
+        for name in [
+            KEEP_ALIVE,
+            PROXY_CONNECTION,
+            header::TRANSFER_ENCODING,
+            header::TE,
+            header::UPGRADE,
+        ] {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Hop-by-hop headers other than `Connection`.
+fn is_other_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::TRANSFER_ENCODING
+        || name == header::TE
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 /// Appends the client to `x-forwarded-for` and sets `x-forwarded-proto`
@@ -47,23 +73,26 @@ pub fn add_forwarded(
     headers: &mut HeaderMap,
     client: &HeaderValue,
     https: bool,
-    host: Option<&str>,
+    host: Option<HeaderValue>,
 ) {
-    let appended = headers
-        .get(&X_FORWARDED_FOR)
-        .filter(|v| !v.is_empty())
-        .and_then(|existing| {
-            let mut joined = Vec::with_capacity(existing.len() + 2 + client.len());
-            joined.extend_from_slice(existing.as_bytes());
-            joined.extend_from_slice(b", ");
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(e) => {
+            e.insert(client.clone());
+        }
+        Entry::Occupied(mut e) => {
+            // Joined into one value: the client's list, then the client.
+            let mut joined = Vec::new();
+            for v in e.iter().filter(|v| !v.is_empty()) {
+                joined.extend_from_slice(v.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
             joined.extend_from_slice(client.as_bytes());
-            HeaderValue::from_bytes(&joined).ok()
-        });
-    headers.remove(&X_FORWARDED_FOR);
-    headers.insert(X_FORWARDED_FOR, appended.unwrap_or_else(|| client.clone()));
+            e.insert(HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client.clone()));
+        }
+    }
     let proto = if https { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    match host {
         Some(value) => {
             headers.insert(X_FORWARDED_HOST, value);
         }
@@ -91,6 +120,13 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
     }
 
     #[test]
@@ -102,7 +138,7 @@ mod tests {
             &mut h,
             &HeaderValue::from_static("127.0.0.1"),
             false,
-            Some("a.test"),
+            Some(HeaderValue::from_static("a.test")),
         );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");

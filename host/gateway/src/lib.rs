@@ -65,7 +65,7 @@
 //! - [`upstream`]: connections to upstreams, pooled per worker.
 //! - [`tls`]: rustls server and client configurations.
 //! - [`listener`], [`worker`]: accepting and serving connections.
-//! - [`idle`]: closing connections that stay quiet.
+//! - [`watchdog`]: idle and header-read timeouts, without a timer per request.
 //! - [`admin`]: /ready, /metrics, /config, POST /reload.
 //! - [`metrics`]: counters and their Prometheus encoding.
 //! - [`access_log`]: one line per request, secrets redacted.
@@ -83,7 +83,6 @@ pub mod demo;
 pub mod error;
 pub mod filtered_body;
 pub mod headers;
-pub mod idle;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
@@ -92,6 +91,7 @@ pub mod snapshot;
 pub mod stream_map;
 pub mod tls;
 pub mod upstream;
+pub mod watchdog;
 pub mod worker;
 
 use std::{

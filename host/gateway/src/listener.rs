@@ -18,8 +18,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::{
     Shared,
     config::LimitsConfig,
-    idle::{Activity, IdleIo, idle_deadline},
     proxy::{self, ConnInfo},
+    watchdog::{Activity, CountedIo, Expired, watch},
 };
 
 /// A listener ready to accept on one worker.
@@ -33,13 +33,11 @@ pub struct Listener {
 /// The HTTP server settings for client connections.
 pub fn server_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The header-read and idle timeouts are the watchdog's (watchdog.rs),
+    // which costs no timer per request.
     builder
         .http1()
-        .timer(TokioTimer::new())
         .keep_alive(true)
-        // Runs from the first byte of a request head; a connection that
-        // sends nothing at all is closed by the idle timeout (idle.rs).
-        .header_read_timeout(limits.header_read_timeout.get())
         .max_headers(limits.max_headers)
         .max_buf_size(limits.max_header_bytes.max(8192));
     builder
@@ -100,7 +98,7 @@ async fn serve(
 ) {
     let peer = info.peer;
     let activity = Activity::new();
-    let (idle, handshake_timeout) = {
+    let (idle, header_read) = {
         let limits = &shared.snapshot.load().limits;
         // A TLS handshake is part of reading the request head.
         (limits.idle_timeout.get(), limits.header_read_timeout.get())
@@ -119,36 +117,39 @@ async fn serve(
     let served = async {
         match tls {
             None => {
-                let io = TokioIo::new(IdleIo::new(tcp, activity.clone()));
+                let io = TokioIo::new(CountedIo::new(tcp, activity.clone()));
                 watcher
                     .watch(builder.serve_connection(io, service).into_owned())
                     .await
             }
             Some(acceptor) => {
-                let stream =
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                            return Ok(());
-                        }
-                        Err(_) => {
-                            tracing::debug!(peer = %peer, "TLS handshake timed out");
-                            return Ok(());
-                        }
-                    };
-                let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
+                let stream = match tokio::time::timeout(header_read, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                        return Ok(());
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %peer, "TLS handshake timed out");
+                        return Ok(());
+                    }
+                };
+                let io = TokioIo::new(CountedIo::new(stream, activity.clone()));
                 watcher
                     .watch(builder.serve_connection(io, service).into_owned())
                     .await
             }
         }
     };
-    // Nothing in flight and quiet for `idle_timeout`: drop the connection.
+    // Idle, or a request head too slow: drop the connection.
     let result = tokio::select! {
+        biased;
         r = served => r,
-        () = idle_deadline(activity.clone(), idle) => {
-            tracing::debug!(peer = %peer, "idle connection closed");
+        why = watch(activity.clone(), idle, header_read) => {
+            match why {
+                Expired::Idle => tracing::debug!(peer = %peer, "idle connection closed"),
+                Expired::HeaderRead => tracing::debug!(peer = %peer, "request head too slow; connection closed"),
+            }
             Ok(())
         }
     };

@@ -131,17 +131,7 @@ pub async fn handle(
             ProxyError::NoRoute.into_response()
         }
         Some(route) => {
-            match forward(
-                req,
-                &conn,
-                &snapshot,
-                route,
-                host,
-                &mut sent_headers,
-                &mut before,
-            )
-            .await
-            {
+            match forward(req, &conn, &snapshot, route, &mut sent_headers, &mut before).await {
                 Ok(response) => response,
                 Err(e) => {
                     reset = matches!(e, ProxyError::StreamClosed { .. });
@@ -189,13 +179,11 @@ fn snapshot_no_route(snapshot: &Snapshot) {
         .fetch_add(1, Ordering::Relaxed);
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn forward(
     req: Request<Incoming>,
     conn: &ConnInfo,
     snapshot: &Snapshot,
     route: &Route,
-    host: Option<&str>,
     sent_headers: &mut Option<HeaderMap>,
     before: &mut Vec<Option<HeaderValue>>,
 ) -> Result<Response<Body>, ProxyError> {
@@ -217,13 +205,21 @@ async fn forward(
         return Err(ProxyError::BodyTooLarge { limit });
     }
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, conn.peer_ip(), conn.tls, host);
-    if let Some(h) = host
-        && !parts.headers.contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(h)
-    {
-        parts.headers.insert(header::HOST, v);
-    }
+    // The authority of an absolute-form (or HTTP/2) request target wins over
+    // `Host`, and becomes `Host` when there is none.
+    let host_value = match parts.uri.authority() {
+        Some(authority) => {
+            let value = HeaderValue::from_str(authority.as_str()).ok();
+            if let Some(v) = &value
+                && !parts.headers.contains_key(header::HOST)
+            {
+                parts.headers.insert(header::HOST, v.clone());
+            }
+            value
+        }
+        None => parts.headers.get(header::HOST).cloned(),
+    };
+    add_forwarded(&mut parts.headers, conn.peer_ip(), conn.tls, host_value);
     let upstream = &route.upstream;
     // Origin form, as the client meant it; the upstream's prefix is added
     // after the filters (which see the client's path).
@@ -245,12 +241,13 @@ async fn forward(
     let mut run = None;
     let mut run_back = None;
     let upstream_body: Body = match &route.chain {
+        None if request_eos => crate::body::empty(),
         None => limited.boxed_unsync(),
         Some(chain) => {
             let stream = stream_map::request_stream(&parts, conn, &route.name);
             let mut filter_run = chain.start(stream)?;
             if let Flow::Respond(local) = filter_run.headers(Side::Request, request_eos).await? {
-                return encode_local(filter_run, local).await;
+                return Box::pin(encode_local(filter_run, local)).await;
             }
             stream_map::apply_request(&filter_run.stream, &mut parts)?;
             if request_eos {
@@ -287,7 +284,7 @@ async fn forward(
                 && let Ok(mut filter_run) = back.try_recv()
                 && let Some(verdict) = filter_run.take_verdict()
             {
-                return apply_verdict(filter_run, verdict).await;
+                return Box::pin(apply_verdict(filter_run, verdict)).await;
             }
             if too_large.load(Ordering::Relaxed) {
                 return Err(ProxyError::BodyTooLarge { limit });
@@ -302,7 +299,7 @@ async fn forward(
             if let Some(verdict) = filter_run.take_verdict() {
                 // The upstream answered before the body was cut short; the
                 // filter's decision wins, as in Envoy.
-                return apply_verdict(filter_run, verdict).await;
+                return Box::pin(apply_verdict(filter_run, verdict)).await;
             }
             run = Some(filter_run);
         }

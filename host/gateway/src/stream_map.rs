@@ -2,85 +2,119 @@
 //! way Envoy presents them: pseudo headers (`:method`, `:path`,
 //! `:authority`, `:scheme`, `:status`) in the map, `Host` folded into
 //! `:authority`.
+//!
+//! Both directions are on every filtered request's path, so they are kept
+//! cheap: streams are recycled per worker (their maps keep their buffers),
+//! and only the names the filters edited are written back to hyper's map.
+
+use std::cell::RefCell;
 
 use http::{HeaderName, HeaderValue, Method, Response, StatusCode, header, request, response};
 use wasmgate_abi::{LocalResponse, Stream};
 
 use crate::{body::Body, error::ProxyError, proxy::ConnInfo};
 
-/// A fresh stream holding the request as the filters should see it.
+thread_local! {
+    /// Streams of finished requests, cleared, for the next ones.
+    static SPARE: RefCell<Vec<Stream>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Most spare streams a worker keeps.
+const MAX_SPARE: usize = 256;
+
+/// A stream holding more than this (a buffered body, say) is not kept.
+const MAX_SPARE_BYTES: usize = 16 * 1024;
+
+/// Gives a finished request's stream back for reuse.
+pub fn recycle(mut stream: Stream) {
+    if stream.capacity_bytes() > MAX_SPARE_BYTES {
+        return;
+    }
+    stream.clear();
+    SPARE.with_borrow_mut(|spare| {
+        if spare.len() < MAX_SPARE {
+            spare.push(stream);
+        }
+    });
+}
+
+/// A stream holding the request as the filters should see it.
 pub fn request_stream(parts: &request::Parts, conn: &ConnInfo, route: &str) -> Stream {
-    let mut stream = Stream {
-        request_headers: wasmgate_abi::HeaderMap::with_capacity(parts.headers.len() + 4),
-        ..Stream::default()
-    };
+    let mut stream = SPARE.with_borrow_mut(Vec::pop).unwrap_or_default();
     let map = &mut stream.request_headers;
-    map.add(":method", parts.method.as_str());
-    map.add(
+    map.add_lowercase(":method", parts.method.as_str().as_bytes());
+    map.add_lowercase(
         ":path",
-        parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .as_bytes(),
     );
     let authority = parts
         .headers
         .get(header::HOST)
         .map_or(&[][..], HeaderValue::as_bytes);
-    map.add(":authority", authority);
-    map.add(":scheme", if conn.tls { "https" } else { "http" });
+    map.add_lowercase(":authority", authority);
+    map.add_lowercase(":scheme", if conn.tls { b"https" } else { b"http" });
     for (name, value) in &parts.headers {
         if name != header::HOST {
-            map.add(name.as_str(), value.as_bytes());
+            map.add_lowercase(name.as_str(), value.as_bytes());
         }
     }
     let props = &mut stream.properties;
     // Rendered once per connection; copied, not formatted, per request.
-    props.insert("source.address".into(), conn.peer_text().to_vec());
-    props.insert("destination.address".into(), conn.local_text().to_vec());
-    props.insert("route_name".into(), route.as_bytes().to_vec());
+    props.insert("source.address", conn.peer_text());
+    props.insert("destination.address", conn.local_text());
+    props.insert("route_name", route.as_bytes());
     stream
 }
 
-/// Writes the filters' view of the request back (method, path, authority,
-/// headers). A header a filter made invalid is dropped with a warning that
-/// names it (never its value).
+/// Writes what the filters changed in the request back (method, path,
+/// authority, headers). A header a filter made invalid is dropped with a
+/// warning that names it (never its value).
 ///
 /// # Errors
 /// A `:method` or `:path` that is not valid.
 pub fn apply_request(stream: &Stream, parts: &mut request::Parts) -> Result<(), ProxyError> {
     let map = &stream.request_headers;
-    if request_unchanged(map, parts) {
+    if !map.is_edited() {
         return Ok(());
     }
-    if let Some(method) = map.get(":method")
+    let all = map.replaced();
+    let edited = |name: &str| all || map.edited_names().any(|n| n == name);
+    if edited(":method")
+        && let Some(method) = map.get(":method")
         && method != parts.method.as_str().as_bytes()
     {
         parts.method = Method::from_bytes(method)
             .map_err(|_| ProxyError::BadRequest(":method set by a filter"))?;
     }
-    if let Some(path) = map.get_str(":path") {
+    if edited(":path")
+        && let Some(path) = map.get_str(":path")
+    {
         parts.uri = path
             .parse()
             .map_err(|_| ProxyError::BadRequest(":path set by a filter"))?;
     }
-    parts.headers.clear();
-    for (name, value) in map.iter() {
-        let name = if name == ":authority" {
-            header::HOST
-        } else if name.starts_with(':') {
-            continue;
-        } else {
-            match HeaderName::from_bytes(name.as_bytes()) {
-                Ok(n) => n,
-                Err(_) => {
-                    tracing::warn!(header = name, "filter set an invalid header name; dropped");
-                    continue;
-                }
+    if all {
+        parts.headers.clear();
+        append_regular(map, &mut parts.headers, "request");
+        for value in map.get_all(":authority") {
+            append_value(&mut parts.headers, header::HOST, value, "request");
+        }
+        return Ok(());
+    }
+    for name in map.edited_names() {
+        if name == ":authority" || name == "host" {
+            // `Host` is `:authority` in the filters' view (plus any `host`
+            // a filter added itself).
+            parts.headers.remove(header::HOST);
+            for value in map.get_all(":authority").chain(map.get_all("host")) {
+                append_value(&mut parts.headers, header::HOST, value, "request");
             }
-        };
-        match HeaderValue::from_bytes(value) {
-            Ok(v) => {
-                parts.headers.append(name, v);
-            }
-            Err(_) => tracing::warn!(header = %name, "filter set an invalid header value; dropped"),
+        } else if !name.starts_with(':') {
+            write_back(map, name, &mut parts.headers, "request");
         }
     }
     Ok(())
@@ -88,36 +122,75 @@ pub fn apply_request(stream: &Stream, parts: &mut request::Parts) -> Result<(), 
 
 /// Puts the upstream's response headers into the stream.
 pub fn response_headers_into(stream: &mut Stream, parts: &response::Parts) {
-    stream.response_headers = wasmgate_abi::HeaderMap::with_capacity(parts.headers.len() + 1);
     let map = &mut stream.response_headers;
-    map.add(":status", parts.status.as_str());
+    map.clear();
+    map.add_lowercase(":status", parts.status.as_str().as_bytes());
     for (name, value) in &parts.headers {
-        map.add(name.as_str(), value.as_bytes());
+        map.add_lowercase(name.as_str(), value.as_bytes());
     }
 }
 
-/// Writes the filters' view of the response back.
+/// Writes what the filters changed in the response back.
 ///
 /// # Errors
 /// A `:status` a filter made invalid.
 pub fn apply_response(stream: &Stream, parts: &mut response::Parts) -> Result<(), ProxyError> {
     let map = &stream.response_headers;
-    if map.get(":status") == Some(parts.status.as_str().as_bytes())
-        && same_regular_headers(map, parts.headers.iter())
-    {
-        // Untouched by the filters (the common case): nothing to rebuild.
+    if !map.is_edited() {
         return Ok(());
     }
-    if let Some(status) = map.get_str(":status") {
+    let all = map.replaced();
+    if (all || map.edited_names().any(|n| n == ":status"))
+        && let Some(status) = map.get_str(":status")
+    {
         parts.status = status
             .parse::<u16>()
             .ok()
             .and_then(|s| StatusCode::from_u16(s).ok())
             .ok_or(ProxyError::BadRequest(":status set by a filter"))?;
     }
-    parts.headers.clear();
-    append_regular(map, &mut parts.headers, "response");
+    if all {
+        parts.headers.clear();
+        append_regular(map, &mut parts.headers, "response");
+        return Ok(());
+    }
+    for name in map.edited_names() {
+        if !name.starts_with(':') {
+            write_back(map, name, &mut parts.headers, "response");
+        }
+    }
     Ok(())
+}
+
+/// Replaces every value of `name` in `out` with the map's.
+fn write_back(map: &wasmgate_abi::HeaderMap, name: &str, out: &mut http::HeaderMap, what: &str) {
+    let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+        tracing::warn!(
+            header = name,
+            kind = what,
+            "filter set an invalid header name; dropped"
+        );
+        return;
+    };
+    out.remove(&header);
+    for value in map.get_all(name) {
+        append_value(out, header.clone(), value, what);
+    }
+}
+
+/// Appends one value a filter set; an invalid one is dropped with a
+/// warning naming the header.
+fn append_value(out: &mut http::HeaderMap, name: HeaderName, value: &[u8], what: &str) {
+    match HeaderValue::from_bytes(value) {
+        Ok(v) => {
+            out.append(name, v);
+        }
+        Err(_) => tracing::warn!(
+            header = %name,
+            kind = what,
+            "filter set an invalid header value; dropped"
+        ),
+    }
 }
 
 /// Appends every regular (not pseudo) header of a filter's map to `out`.
@@ -175,43 +248,6 @@ pub fn local_response_parts(local: LocalResponse) -> (response::Parts, Vec<u8>) 
     (parts, local.body)
 }
 
-/// Whether the filters left the request exactly as [`request_stream`] made it.
-fn request_unchanged(map: &wasmgate_abi::HeaderMap, parts: &request::Parts) -> bool {
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .map_or(&[][..], HeaderValue::as_bytes);
-    map.get(":method") == Some(parts.method.as_str().as_bytes())
-        && map.get(":path")
-            == Some(
-                parts
-                    .uri
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .as_bytes(),
-            )
-        && map.get(":authority") == Some(host)
-        && same_regular_headers(
-            map,
-            parts.headers.iter().filter(|(n, _)| *n != header::HOST),
-        )
-}
-
-/// Whether the map's non-pseudo headers are exactly `headers`, in order.
-fn same_regular_headers<'a>(
-    map: &wasmgate_abi::HeaderMap,
-    headers: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
-) -> bool {
-    let mut ours = map.iter().filter(|(n, _)| !n.starts_with(':'));
-    for (name, value) in headers {
-        match ours.next() {
-            Some((n, v)) if n == name.as_str() && v == value.as_bytes() => {}
-            _ => return false,
-        }
-    }
-    ours.next().is_none()
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
@@ -262,6 +298,16 @@ mod tests {
         map.replace(":authority", "other.example");
         map.add("x-bad", "a\nb");
         map.add("bad name", "v");
+        for name in [
+            "authorization",
+            "x-gone",
+            "x-multi",
+            ":authority",
+            "x-bad",
+            "bad name",
+        ] {
+            map.note_edit(name);
+        }
         apply_request(&s, &mut p).unwrap();
         assert_eq!(values(&p.headers, "authorization"), [b"Bearer s"]);
         assert_eq!(values(&p.headers, "x-multi"), [b"m3"]);
@@ -280,6 +326,9 @@ mod tests {
         s.request_headers.remove(":authority");
         s.request_headers.replace(":path", "/z");
         s.request_headers.add("x-multi", "m3");
+        for name in [":authority", ":path", "x-multi"] {
+            s.request_headers.note_edit(name);
+        }
         apply_request(&s, &mut p).unwrap();
         assert!(!p.headers.contains_key("host"));
         assert_eq!(values(&p.headers, "x-multi"), [&b"m1"[..], b"m2", b"m3"]);

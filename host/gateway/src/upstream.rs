@@ -2,7 +2,7 @@
 //!
 //! Each worker keeps its own connection pool per upstream in a thread-local
 //! (workers are single-threaded, see the crate docs), so taking and
-//! returning a connection is a `Vec` pop/push with no lock. HTTP/1.1
+//! returning a connection is a queue pop/push with no lock. HTTP/1.1
 //! connections are reused when idle (keep-alive); an HTTP/2 connection is
 //! shared by all of the worker's requests to that upstream.
 //!
@@ -12,7 +12,8 @@
 
 use std::{
     cell::RefCell,
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
+    hash::{BuildHasherDefault, Hasher},
     sync::{
         Arc, Weak,
         atomic::{AtomicU64, Ordering},
@@ -84,12 +85,34 @@ enum Sender {
 /// One worker's connections to one upstream.
 struct Pool {
     upstream: Weak<Upstream>,
-    h1: Vec<http1::SendRequest<Body>>,
+    /// In the order they were last handed a request: the front one is the
+    /// likeliest to have finished its exchange.
+    h1: VecDeque<http1::SendRequest<Body>>,
     h2: Option<http2::SendRequest<Body>>,
 }
 
+/// Upstream ids are unique counters: they need no hashing.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id;
+    }
+}
+
+type Pools = HashMap<u64, Pool, BuildHasherDefault<IdHasher>>;
+
 thread_local! {
-    static POOLS: RefCell<HashMap<u64, Pool>> = RefCell::new(HashMap::new());
+    static POOLS: RefCell<Pools> = RefCell::new(Pools::default());
 }
 
 impl Upstream {
@@ -177,8 +200,7 @@ impl Upstream {
         req: Request<Body>,
     ) -> Result<Response<Incoming>, ProxyError> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let exchange = self.exchange(req);
-        match tokio::time::timeout(self.timeout, exchange).await {
+        match tokio::time::timeout(self.timeout, self.exchange(req)).await {
             Ok(result) => result,
             Err(_) => {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -202,7 +224,9 @@ impl Upstream {
             let fresh = pooled.is_none();
             let sender = match pooled.take() {
                 Some(s) => s,
-                None => self.connect().await?,
+                // Boxed: connecting (TCP, TLS, handshake) is a large future that
+                // most requests, served from the pool, never run.
+                None => Box::pin(self.connect()).await?,
             };
             let result = match sender {
                 Sender::H1(mut s) => {
@@ -264,10 +288,18 @@ impl Upstream {
                 pool.h2 = None;
             }
             // Busy connections (a response body still streaming) stay in
-            // the pool; closed ones are dropped.
-            pool.h1.retain(|s| !s.is_closed());
-            let ready = pool.h1.iter().rposition(http1::SendRequest::is_ready)?;
-            Some(Sender::H1(pool.h1.swap_remove(ready)))
+            // the pool; closed ones are dropped on the way.
+            let mut i = 0;
+            while let Some(s) = pool.h1.get(i) {
+                if s.is_closed() {
+                    pool.h1.remove(i);
+                } else if s.is_ready() {
+                    return pool.h1.remove(i).map(Sender::H1);
+                } else {
+                    i += 1;
+                }
+            }
+            None
         })
     }
 
@@ -282,11 +314,11 @@ impl Upstream {
             }
             let pool = pools.entry(self.id).or_insert_with(|| Pool {
                 upstream: Arc::downgrade(self),
-                h1: Vec::new(),
+                h1: VecDeque::new(),
                 h2: None,
             });
             match sender {
-                Sender::H1(s) if pool.h1.len() < MAX_IDLE_PER_WORKER => pool.h1.push(s),
+                Sender::H1(s) if pool.h1.len() < MAX_IDLE_PER_WORKER => pool.h1.push_back(s),
                 Sender::H1(_) => {}
                 Sender::H2(s) => pool.h2 = Some(s),
             }

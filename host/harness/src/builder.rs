@@ -1,12 +1,11 @@
 //! [`Harness`]: the builder that describes a filter (module, configuration, environment,
 //! upstreams, limits) and starts it.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmgate_abi::{Limits, LogLevel, PluginSpec, Runtime, RuntimeConfig, WasmSource};
+use wasmgate_abi::{Limits, LogLevel, PluginSpec, Properties, Runtime, RuntimeConfig, WasmSource};
 
 use crate::error::{Error, Result};
 use crate::filter::Filter;
@@ -31,7 +30,7 @@ use crate::filter::Filter;
 pub struct Harness {
     spec: PluginSpec,
     runtime: Option<Runtime>,
-    properties: HashMap<String, Vec<u8>>,
+    properties: Properties,
     log_level: Option<LogLevel>,
 }
 
@@ -69,7 +68,7 @@ impl Harness {
         Harness {
             spec,
             runtime: None,
-            properties: HashMap::new(),
+            properties: Properties::new(),
             log_level: None,
         }
     }
@@ -141,7 +140,8 @@ impl Harness {
     /// Values are raw bytes as Envoy encodes them: strings as is, integers as 8-byte
     /// little-endian (see [`crate::int_property`]).
     pub fn property(mut self, path: impl Into<String>, value: impl AsRef<[u8]>) -> Self {
-        self.properties.insert(path.into(), value.as_ref().to_vec());
+        let path: String = path.into();
+        self.properties.insert(path, value.as_ref());
         self
     }
 

@@ -2,13 +2,13 @@
 //! replaces it after a fault, collects logs and pending http calls, and drives time.
 
 use std::cell::{Ref, RefCell, RefMut};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use wasmgate_abi::{
     Fault, FaultKind, HttpCallRequest, HttpCallResponse, LogLevel, LogRecord, MetricSample, Plugin,
-    Runtime, Vm,
+    Properties, Runtime, Vm,
 };
 
 use crate::error::{Error, Result};
@@ -39,7 +39,7 @@ pub(crate) struct Inner {
     /// Bumped on every new instance; streams remember the one they were created on.
     pub(crate) generation: u64,
     /// Properties every new stream starts with.
-    pub(crate) properties: HashMap<String, Vec<u8>>,
+    pub(crate) properties: Properties,
     /// Every log record of every instance, in order.
     logs: Vec<LogRecord>,
     /// http calls dispatched and not yet answered, from any context.
@@ -63,7 +63,7 @@ impl Filter {
     pub(crate) fn new(
         runtime: Runtime,
         plugin: Plugin,
-        properties: HashMap<String, Vec<u8>>,
+        properties: Properties,
         log_level: Option<LogLevel>,
     ) -> Result<Filter> {
         let mut inner = Inner {

@@ -406,9 +406,8 @@ impl HttpStream {
     /// Sets a property the filter can read (`proxy_get_property`), e.g.
     /// `("source.address", "10.1.2.3:4567")`. Integers go as 8-byte little-endian.
     pub fn set_property(&mut self, path: impl Into<String>, value: impl AsRef<[u8]>) -> &mut Self {
-        self.stream
-            .properties
-            .insert(path.into(), value.as_ref().to_vec());
+        let path: String = path.into();
+        self.stream.properties.insert(path, value.as_ref());
         self
     }
 
@@ -470,7 +469,10 @@ where
 {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {
-        map.add(name.into().to_ascii_lowercase(), value);
+        map.add(
+            name.into().to_ascii_lowercase(),
+            Into::<Vec<u8>>::into(value),
+        );
     }
     map
 }

@@ -34,7 +34,7 @@ impl Reply {
     pub fn header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Reply {
         self.response
             .headers
-            .add(name.into().to_ascii_lowercase(), value);
+            .add(name.into().to_ascii_lowercase(), value.into());
         self
     }
 
@@ -48,7 +48,7 @@ impl Reply {
     pub fn trailer(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Reply {
         self.response
             .trailers
-            .add(name.into().to_ascii_lowercase(), value);
+            .add(name.into().to_ascii_lowercase(), value.into());
         self
     }
 }

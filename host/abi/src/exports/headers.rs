@@ -127,6 +127,7 @@ fn proxy_set_header_map_pairs(
     match map_mut(state, ty) {
         Some(m) => {
             *m = new_map;
+            m.mark_replaced();
             status(Status::Ok)
         }
         None => status(Status::BadArgument),
