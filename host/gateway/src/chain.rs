@@ -195,9 +195,9 @@ impl FilterRun {
     }
 
     fn create(&mut self, i: usize) -> Result<(), ProxyError> {
-        let chain = self.chain.clone();
-        let stream = &mut self.stream;
-        let outcome = with_vm(&chain, i, |vm, incarnation| {
+        // Disjoint borrows of two fields: no reference count to bump.
+        let (chain, stream) = (&self.chain, &mut self.stream);
+        let outcome = with_vm(chain, i, |vm, incarnation| {
             (vm.create_stream(stream), incarnation)
         });
         match outcome {
@@ -228,9 +228,9 @@ impl FilterRun {
         if !member.active {
             return Ok(None);
         }
-        let chain = self.chain.clone();
-        let stream = &mut self.stream;
-        let outcome = with_vm(&chain, i, |vm, incarnation| {
+        // Disjoint borrows of two fields: no reference count to bump.
+        let (chain, stream) = (&self.chain, &mut self.stream);
+        let outcome = with_vm(chain, i, |vm, incarnation| {
             if incarnation != member.incarnation {
                 // Another stream broke the Vm that held our context.
                 return (None, Vec::new());
@@ -473,9 +473,8 @@ impl FilterRun {
         for i in 0..self.members.len() {
             if self.members[i].created {
                 let member = self.members[i];
-                let chain = self.chain.clone();
-                let stream = &mut self.stream;
-                let _ = with_vm(&chain, i, |vm, incarnation| {
+                let (chain, stream) = (&self.chain, &mut self.stream);
+                let _ = with_vm(chain, i, |vm, incarnation| {
                     if incarnation == member.incarnation {
                         let _ = vm.finish_stream(stream);
                     }

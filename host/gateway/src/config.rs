@@ -217,9 +217,13 @@ pub struct LimitsConfig {
     pub max_headers: usize,
     /// Largest request body in bytes; over it: 413.
     pub max_body_bytes: u64,
-    /// Time a client has to send a complete request head.
+    /// Time a client has to send a complete request head (HTTP/1; also
+    /// bounds the TLS handshake). Enforced by the connection's watchdog,
+    /// so a connection is closed up to an eighth of the smaller of the two
+    /// timeouts after it expires.
     pub header_read_timeout: Duration,
-    /// An idle keep-alive connection is closed after this long.
+    /// A connection with nothing read, written or in flight for this long
+    /// is closed (same precision).
     pub idle_timeout: Duration,
     /// Time to finish in-flight requests on SIGTERM before closing.
     pub drain_timeout: Duration,
