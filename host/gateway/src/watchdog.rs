@@ -147,7 +147,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 pub struct CountedIo<T> {
     inner: T,
     activity: Arc<Activity>,
-    first_read: bool,
+    /// Bytes of the HTTP/2 preface matched so far; `None` once decided.
+    preface: Option<usize>,
 }
 
 impl<T> CountedIo<T> {
@@ -156,7 +157,7 @@ impl<T> CountedIo<T> {
         Self {
             inner,
             activity,
-            first_read: true,
+            preface: Some(0),
         }
     }
 }
@@ -170,13 +171,20 @@ impl<T: AsyncRead + Unpin> AsyncRead for CountedIo<T> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            if self.first_read {
-                self.first_read = false;
+            if let Some(matched) = self.preface {
+                // The preface may arrive over several reads; decide once
+                // all of it, or a byte that differs, has been seen.
                 let data = &buf.filled()[before..];
-                let n = data.len().min(H2_PREFACE.len());
-                if data[..n] == H2_PREFACE[..n] {
+                let want = &H2_PREFACE[matched..];
+                let n = data.len().min(want.len());
+                self.preface = if data[..n] != want[..n] {
+                    None
+                } else if matched + n == H2_PREFACE.len() {
                     self.activity.set_h2();
-                }
+                    None
+                } else {
+                    Some(matched + n)
+                };
             }
             self.activity.on_read();
         }
@@ -224,7 +232,37 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CountedIo<T> {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::AsyncReadExt;
+
     use super::*;
+
+    /// Reads `data` through a [`CountedIo`] that has matched `matched`
+    /// preface bytes so far; returns its state afterwards.
+    async fn read_through(a: &Arc<Activity>, matched: usize, data: &[u8]) -> Option<usize> {
+        let mut io = CountedIo::new(data, a.clone());
+        io.preface = Some(matched);
+        let mut buf = [0u8; 64];
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(n, data.len());
+        io.preface
+    }
+
+    #[tokio::test]
+    async fn the_http2_preface_is_recognised_even_when_split() {
+        let a = Activity::new();
+        assert_eq!(read_through(&a, 0, b"PRI * HT").await, Some(8));
+        assert!(!a.h2.load(Relaxed));
+        assert_eq!(read_through(&a, 8, b"TP/2.0\r\n\r\nSM").await, None);
+        assert!(a.h2.load(Relaxed));
+    }
+
+    #[tokio::test]
+    async fn a_request_starting_like_the_preface_is_not_http2() {
+        let a = Activity::new();
+        assert_eq!(read_through(&a, 0, b"P").await, Some(1));
+        assert_eq!(read_through(&a, 1, b"OST / HTTP/1.1\r\n").await, None);
+        assert!(!a.h2.load(Relaxed));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_quiet_connection_expires_as_idle() {
