@@ -30,7 +30,7 @@ use wasmgate_abi::LocalResponse;
 
 use crate::{
     access_log::Entry,
-    body::{Body, BoxError},
+    body::Body,
     chain::{BodyStep, FilterRun, Flow, Side, Verdict},
     error::{ProxyError, StreamReset},
     filtered_body::{FilteredBody, LimitedBody},
@@ -307,10 +307,7 @@ async fn forward(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let Some(mut filter_run) = run else {
-        return Ok(Response::from_parts(
-            parts,
-            body.map_err(BoxError::from).boxed_unsync(),
-        ));
+        return Ok(Response::from_parts(parts, body));
     };
     stream_map::response_headers_into(&mut filter_run.stream, &parts);
     match filter_run
@@ -325,7 +322,7 @@ async fn forward(
         filter_run.finish();
         crate::body::empty()
     } else {
-        FilteredBody::response(body.map_err(BoxError::from), filter_run).boxed_unsync()
+        FilteredBody::response(body, filter_run).boxed_unsync()
     };
     Ok(Response::from_parts(parts, body))
 }

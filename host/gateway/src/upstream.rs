@@ -6,6 +6,10 @@
 //! connections are reused when idle (keep-alive); an HTTP/2 connection is
 //! shared by all of the worker's requests to that upstream.
 //!
+//! Bodiless idempotent requests to plain-HTTP/1.1 upstreams take a lean
+//! client that runs in the request's own task ([`h1`]); the rest go
+//! through hyper's client connections.
+//!
 //! Failures map to statuses in `error.rs`: connect (refused, DNS, TLS
 //! verification, `connect_timeout`) is 502, no response headers within
 //! `timeout` is 504.
@@ -22,6 +26,7 @@ use std::{
 };
 
 use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
 use hyper::{
     body::Incoming,
     client::conn::{TrySendError, http1, http2},
@@ -31,8 +36,10 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+mod h1;
+
 use crate::{
-    body::Body,
+    body::{Body, BoxError},
     config::{Config, UpstreamConfig, UpstreamProtocol},
     error::ProxyError,
     metrics::UpstreamStats,
@@ -89,6 +96,8 @@ struct Pool {
     /// likeliest to have finished its exchange.
     h1: VecDeque<http1::SendRequest<Body>>,
     h2: Option<http2::SendRequest<Body>>,
+    /// Idle connections of the lean client ([`h1`]), most recent last.
+    raw: Vec<h1::Conn>,
 }
 
 /// Upstream ids are unique counters: they need no hashing.
@@ -195,12 +204,19 @@ impl Upstream {
     /// # Errors
     /// [`ProxyError::UpstreamConnect`], [`ProxyError::UpstreamTimeout`] or
     /// [`ProxyError::UpstreamFailed`].
-    pub async fn send(
-        self: &Arc<Self>,
-        req: Request<Body>,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(self.timeout, self.exchange(req)).await {
+        let lean =
+            self.tls.is_none() && self.protocol != UpstreamProtocol::Http2 && h1::eligible(&req);
+        let exchange = async {
+            if lean {
+                self.exchange_lean(req).await
+            } else {
+                let response = self.exchange(req).await?;
+                Ok(response.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
+            }
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result,
             Err(_) => {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -249,6 +265,68 @@ impl Upstream {
                 },
             }
         }
+    }
+
+    /// A bodiless idempotent request on the lean client: a pooled
+    /// connection the upstream closed meanwhile is retried once on a fresh
+    /// one.
+    async fn exchange_lean(
+        self: &Arc<Self>,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let (parts, _empty) = req.into_parts();
+        let mut pooled = self.checkout_raw();
+        loop {
+            let reused = pooled.is_some();
+            let conn = match pooled.take() {
+                Some(conn) => conn,
+                None => h1::Conn::new(Box::pin(self.connect_tcp()).await?),
+            };
+            match h1::exchange(conn, &parts, self, reused).await {
+                Ok(response) => return Ok(response),
+                Err(h1::Failure::Stale) => {}
+                Err(h1::Failure::Failed(reason)) => {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    return Err(ProxyError::UpstreamFailed {
+                        upstream: self.name.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+
+    fn checkout_raw(&self) -> Option<h1::Conn> {
+        POOLS.with_borrow_mut(|pools| pools.get_mut(&self.id)?.raw.pop())
+    }
+
+    /// Pools a lean-client connection whose exchange ended cleanly.
+    fn checkin_raw(self: &Arc<Self>, conn: h1::Conn) {
+        let _ = POOLS.try_with(|pools| {
+            let Ok(mut pools) = pools.try_borrow_mut() else {
+                return;
+            };
+            let pool = self.pool(&mut pools);
+            if pool.raw.len() < MAX_IDLE_PER_WORKER {
+                pool.raw.push(conn);
+            }
+        });
+    }
+
+    /// A plain TCP connection (for the lean client), within `connect_timeout`.
+    async fn connect_tcp(&self) -> Result<TcpStream, ProxyError> {
+        let connect = async {
+            let tcp = TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| format!("{}:{}: {e}", self.host, self.port))?;
+            let _ = tcp.set_nodelay(true);
+            Ok(tcp)
+        };
+        let result = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no connection within {:?}", self.connect_timeout)),
+        };
+        self.connected(result)
     }
 
     fn failed(&self, e: &TrySendError<Request<Body>>) -> ProxyError {
@@ -307,21 +385,27 @@ impl Upstream {
     /// over; it becomes ready again once the response has been read.
     fn checkin(self: &Arc<Self>, sender: Sender) {
         POOLS.with_borrow_mut(|pools| {
-            if !pools.contains_key(&self.id) {
-                // A new upstream (first use, or a reload): forget pools of
-                // upstreams that no configuration uses any more.
-                pools.retain(|_, p| p.upstream.strong_count() > 0);
-            }
-            let pool = pools.entry(self.id).or_insert_with(|| Pool {
-                upstream: Arc::downgrade(self),
-                h1: VecDeque::new(),
-                h2: None,
-            });
+            let pool = self.pool(pools);
             match sender {
                 Sender::H1(s) if pool.h1.len() < MAX_IDLE_PER_WORKER => pool.h1.push_back(s),
                 Sender::H1(_) => {}
                 Sender::H2(s) => pool.h2 = Some(s),
             }
+        })
+    }
+
+    /// This worker's pool for this upstream, created on first use.
+    fn pool<'p>(self: &Arc<Self>, pools: &'p mut Pools) -> &'p mut Pool {
+        if !pools.contains_key(&self.id) {
+            // A new upstream (first use, or a reload): forget pools of
+            // upstreams that no configuration uses any more.
+            pools.retain(|_, p| p.upstream.strong_count() > 0);
+        }
+        pools.entry(self.id).or_insert_with(|| Pool {
+            upstream: Arc::downgrade(self),
+            h1: VecDeque::new(),
+            h2: None,
+            raw: Vec::new(),
         })
     }
 
@@ -333,10 +417,15 @@ impl Upstream {
             Ok(r) => r,
             Err(_) => Err(format!("no connection within {:?}", self.connect_timeout)),
         };
+        self.connected(result)
+    }
+
+    /// Counts a connection attempt and turns its failure into a 502.
+    fn connected<T>(&self, result: Result<T, String>) -> Result<T, ProxyError> {
         match result {
-            Ok(sender) => {
+            Ok(conn) => {
                 self.stats.connections.fetch_add(1, Ordering::Relaxed);
-                Ok(sender)
+                Ok(conn)
             }
             Err(reason) => {
                 self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use wasmgate_abi::{HeaderMap, HttpCallRequest, HttpCallResponse};
 
 use crate::{body::full, error::ProxyError, upstream::Upstream};
@@ -42,10 +42,18 @@ pub async fn perform(
             Ok(r) => r,
             Err(e) => return made_up(&e),
         };
-        let (parts, body) = response.into_parts();
-        let collected = Limited::new(body, MAX_CALL_BODY).collect().await.ok()?;
-        let trailers = collected.trailers().cloned();
-        let body = collected.to_bytes();
+        let (parts, mut body) = response.into_parts();
+        // Collected up to the limit; a larger or broken body is a failed call.
+        let mut data = Vec::new();
+        let mut trailers = None;
+        while let Some(frame) = body.frame().await {
+            match frame.ok()?.into_data() {
+                Ok(chunk) if data.len() + chunk.len() > MAX_CALL_BODY => return None,
+                Ok(chunk) => data.extend_from_slice(&chunk),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        let body = data;
         let mut headers = HeaderMap::with_capacity(parts.headers.len() + 1);
         headers.add(":status", parts.status.as_str());
         for (name, value) in &parts.headers {
@@ -57,7 +65,7 @@ pub async fn perform(
         }
         Some(HttpCallResponse {
             headers,
-            body: body.to_vec(),
+            body,
             trailers: trailer_map,
         })
     };
