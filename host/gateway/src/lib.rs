@@ -19,7 +19,9 @@
 //!               │   through the response callbacks below, as in Envoy
 //!               ▼
 //!           upstream (worker-local pool; h1 keep-alive or h2; TLS verified;
-//!               │     connect failure 502, timeout 504)
+//!               │     connect failure 502, timeout 504; a bodiless idempotent
+//!               │     request to a plain h1 upstream is written and read in
+//!               │     the request's own task, `upstream/h1.rs`)
 //!               ▼
 //!           on_response_headers  … → 1 → 0   (reverse order, as Envoy's encoder chain)
 //!           on_response_body / on_response_trailers (streamed)
@@ -37,8 +39,8 @@
 //!   thread-local; a request borrows it only for the duration of one
 //!   (synchronous) callback, never across an `await`, so there is no lock
 //!   and no `Send` requirement on the Vm;
-//! - each worker owns its upstream connection pools (a `Vec` per upstream),
-//!   again with no lock;
+//! - each worker owns its upstream connection pools (a queue or a `Vec`
+//!   per upstream), again with no lock;
 //! - the configuration is read through an [`arc_swap::ArcSwap`]: one atomic
 //!   load per request, swapped whole on reload.
 //!
@@ -62,7 +64,8 @@
 //! - [`filtered_body`]: streaming bodies through filters, body size limit.
 //! - [`stream_map`]: headers between hyper and the filters' view.
 //! - [`headers`]: hop-by-hop headers and `x-forwarded-*`.
-//! - [`upstream`]: connections to upstreams, pooled per worker.
+//! - [`upstream`]: connections to upstreams, pooled per worker; hyper's client, and a
+//!   lean HTTP/1.1 client for bodiless idempotent requests (`upstream/h1.rs`).
 //! - [`tls`]: rustls server and client configurations.
 //! - [`listener`], [`worker`]: accepting and serving connections.
 //! - [`watchdog`]: idle and header-read timeouts, without a timer per request.
