@@ -7,7 +7,7 @@
 //! shared by all of the worker's requests to that upstream.
 //!
 //! Bodiless idempotent requests to plain-HTTP/1.1 upstreams take a lean
-//! client that runs in the request's own task ([`h1`]); the rest go
+//! client that runs in the request's own task (`upstream/h1.rs`); the rest go
 //! through hyper's client connections.
 //!
 //! Failures map to statuses in `error.rs`: connect (refused, DNS, TLS
@@ -96,7 +96,7 @@ struct Pool {
     /// likeliest to have finished its exchange.
     h1: VecDeque<http1::SendRequest<Body>>,
     h2: Option<http2::SendRequest<Body>>,
-    /// Idle connections of the lean client ([`h1`]), most recent last.
+    /// Idle connections of the lean client (`upstream/h1.rs`), most recent last.
     raw: Vec<h1::Conn>,
 }
 
