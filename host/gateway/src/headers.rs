@@ -27,11 +27,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if connection {
         // The options `Connection` names; `keep-alive` and `close` (the
         // usual ones) name no header that is not removed below anyway.
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.to_str().unwrap_or("").split(','))
-            .map(str::trim)
+        let named: Vec<HeaderName> = tokens(headers, header::CONNECTION)
             .filter(|t| {
                 !t.is_empty()
                     && !t.eq_ignore_ascii_case("keep-alive")
@@ -55,6 +51,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// The comma-separated tokens of every value of `name`, trimmed (a value
+/// that is not visible ASCII counts as one empty token).
+pub fn tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .map(str::trim)
 }
 
 /// Hop-by-hop headers other than `Connection`.

@@ -315,14 +315,7 @@ impl Upstream {
 
     /// A plain TCP connection (for the lean client), within `connect_timeout`.
     async fn connect_tcp(&self) -> Result<TcpStream, ProxyError> {
-        let connect = async {
-            let tcp = TcpStream::connect((self.host.as_str(), self.port))
-                .await
-                .map_err(|e| format!("{}:{}: {e}", self.host, self.port))?;
-            let _ = tcp.set_nodelay(true);
-            Ok(tcp)
-        };
-        let result = match tokio::time::timeout(self.connect_timeout, connect).await {
+        let result = match tokio::time::timeout(self.connect_timeout, self.open_tcp()).await {
             Ok(r) => r,
             Err(_) => Err(format!("no connection within {:?}", self.connect_timeout)),
         };
@@ -394,6 +387,15 @@ impl Upstream {
         })
     }
 
+    /// A TCP connection to the upstream, Nagle off.
+    async fn open_tcp(&self) -> Result<TcpStream, String> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| format!("{}:{}: {e}", self.host, self.port))?;
+        let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+
     /// This worker's pool for this upstream, created on first use.
     fn pool<'p>(self: &Arc<Self>, pools: &'p mut Pools) -> &'p mut Pool {
         if !pools.contains_key(&self.id) {
@@ -439,10 +441,7 @@ impl Upstream {
     }
 
     async fn connect_inner(&self) -> Result<Sender, String> {
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| format!("{}:{}: {e}", self.host, self.port))?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = self.open_tcp().await?;
         match &self.tls {
             None => handshake(TokioIo::new(tcp), self.protocol == UpstreamProtocol::Http2).await,
             Some((connector, name)) => {

@@ -30,7 +30,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use super::Upstream;
-use crate::body::BoxError;
+use crate::{body::BoxError, headers::tokens};
 
 /// Largest response head (status line and headers) accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -45,6 +45,8 @@ const READ_CHUNK: usize = 16 * 1024;
 pub(super) struct Conn {
     tcp: TcpStream,
     buf: BytesMut,
+    /// The request head being written (kept for the next exchange).
+    out: Vec<u8>,
 }
 
 impl Conn {
@@ -52,6 +54,7 @@ impl Conn {
         Self {
             tcp,
             buf: BytesMut::with_capacity(READ_CHUNK),
+            out: Vec::with_capacity(512),
         }
     }
 
@@ -107,8 +110,8 @@ pub(super) async fn exchange(
     upstream: &Arc<Upstream>,
     reused: bool,
 ) -> Result<Response<crate::body::Body>, Failure> {
-    let mut head = Vec::with_capacity(512);
-    encode_head(parts, &upstream.authority, &mut head);
+    conn.out.clear();
+    encode_head(parts, &upstream.authority, &mut conn.out);
     let broken = |e: io::Error| {
         if reused {
             Failure::Stale
@@ -116,7 +119,7 @@ pub(super) async fn exchange(
             Failure::Failed(format!("writing the request: {e}"))
         }
     };
-    tokio::io::AsyncWriteExt::write_all(&mut conn.tcp, &head)
+    tokio::io::AsyncWriteExt::write_all(&mut conn.tcp, &conn.out)
         .await
         .map_err(broken)?;
     let mut received = false;
@@ -260,7 +263,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Failure>
     let ambiguous = headers.contains_key(header::TRANSFER_ENCODING)
         && headers.contains_key(header::CONTENT_LENGTH);
     let keep_alive = version == Version::HTTP_11
-        && !has_token(&headers, header::CONNECTION, "close")
+        && !tokens(&headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("close"))
         && !matches!(framing, Framing::Close)
         && !ambiguous;
     Ok(Parsed::Head(Head {
@@ -270,15 +273,6 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Failure>
         framing,
         keep_alive,
     }))
-}
-
-/// Whether `name`'s comma-separated values include `token`.
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("").split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// How the response body is delimited.
@@ -316,12 +310,8 @@ fn framing(
         return Ok(Framing::Empty);
     }
     if headers.contains_key(header::TRANSFER_ENCODING) {
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.to_str().unwrap_or("").split(','))
-            .map(str::trim)
-            .next_back()
+        let last = tokens(headers, header::TRANSFER_ENCODING)
+            .last()
             .unwrap_or("");
         return Ok(if last.eq_ignore_ascii_case("chunked") {
             Framing::Chunked(Chunk::Size)
@@ -432,7 +422,9 @@ impl Body for UpstreamBody {
                 _ => {}
             }
             // Need more bytes.
-            let conn = this.conn.as_mut().expect("checked above");
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
             if conn.buf.len() > MAX_HEAD_BYTES && matches!(this.framing, Framing::Chunked(_)) {
                 return this.fail("chunk header or trailers too large");
             }
