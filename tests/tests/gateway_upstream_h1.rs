@@ -7,7 +7,8 @@
 //! close-delimited and HTTP/1.0 bodies; HEAD, 204 and 304 (no body);
 //! `connection: close` and a pooled connection the upstream closed while
 //! idle; a 100 Continue before the final response; garbage and an early
-//! close (502); a 2 MiB body; and the request head the upstream receives.
+//! close (502); a 2 MiB body; hop-by-hop headers dropped; and the request
+//! head the upstream receives.
 //! Where it matters, the client keeps one connection and the gateway runs
 //! one worker, so the upstream connection count shows pooling.
 
@@ -184,9 +185,20 @@ impl Client {
     }
 
     async fn get(&mut self, path: &str) -> anyhow::Result<Reply> {
-        let req = Request::get(path)
+        self.send("GET", path, "").await
+    }
+
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &'static str,
+    ) -> anyhow::Result<Reply> {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
             .header("host", "a.test")
-            .body(Full::new(Bytes::new()))?;
+            .body(Full::new(Bytes::from_static(body.as_bytes())))?;
         let exchange = async {
             self.0.ready().await?;
             let response = self.0.send_request(req).await?;
@@ -220,6 +232,33 @@ async fn content_length_body_passes_and_connection_is_reused() -> anyhow::Result
     }
     assert_eq!(up.accepted(), 1, "one pooled upstream connection");
     assert_eq!(up.heads.snapshot().len(), 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_response_headers_are_dropped() -> anyhow::Result<()> {
+    let up = Raw::fixed(
+        Close::Never,
+        "HTTP/1.1 200 OK\r\nconnection: keep-alive, x-up-private\r\nx-up-private: 1\r\n\
+         keep-alive: timeout=5\r\nproxy-connection: keep-alive\r\nx-up: kept\r\n\
+         content-length: 2\r\n\r\nok",
+    )
+    .await?;
+    let gw = up.gateway()?;
+    let mut client = Client::connect(gw.addr()).await?;
+    // A GET takes the lean client; a POST with a body takes hyper's.
+    for (method, body) in [("GET", ""), ("POST", "data")] {
+        let r = client.send(method, "/", body).await?;
+        assert_eq!(r.status, 200, "{method}");
+        assert_eq!(r.text(), "ok", "{method}");
+        assert_eq!(r.headers["x-up"], "kept", "{method}");
+        for hop in ["x-up-private", "keep-alive", "proxy-connection"] {
+            assert!(
+                !r.headers.contains_key(hop),
+                "{method}: {hop} reached the client"
+            );
+        }
+    }
     Ok(())
 }
 

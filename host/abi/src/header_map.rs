@@ -26,8 +26,10 @@ pub struct HeaderMap {
     pairs: Vec<Pair>,
     /// Bytes of `names` and `values` no pair points at any more.
     dead: usize,
-    /// Lowercase names that filters added, replaced or removed.
-    edited: Vec<String>,
+    /// Lowercase names that filters added, replaced or removed, back to
+    /// back in `edited_buf` (no allocation per edit in a reused map).
+    edited: Vec<(u32, u32)>,
+    edited_buf: String,
     /// A filter replaced the whole map (`proxy_set_header_map_pairs`).
     replaced: bool,
 }
@@ -36,6 +38,16 @@ pub struct HeaderMap {
 struct Pair {
     name: (u32, u32),
     value: (u32, u32),
+}
+
+impl Pair {
+    /// Whether this pair's name (in `names`) is `key`, ignoring ASCII
+    /// case. The length is compared first: most names differ there.
+    #[inline]
+    fn is_named(&self, names: &str, key: &[u8]) -> bool {
+        self.name.1 as usize == key.len()
+            && names.as_bytes()[range(self.name)].eq_ignore_ascii_case(key)
+    }
 }
 
 fn range((start, len): (u32, u32)) -> Range<usize> {
@@ -67,7 +79,11 @@ impl HeaderMap {
 
     /// Bytes the map's buffers hold, used or not.
     pub fn capacity_bytes(&self) -> usize {
-        self.names.capacity() + self.values.capacity() + self.pairs.capacity() * size_of::<Pair>()
+        self.names.capacity()
+            + self.values.capacity()
+            + self.pairs.capacity() * size_of::<Pair>()
+            + self.edited_buf.capacity()
+            + self.edited.capacity() * size_of::<(u32, u32)>()
     }
 
     /// True when the map holds no pairs.
@@ -86,7 +102,7 @@ impl HeaderMap {
     fn position(&self, name: &[u8]) -> Option<usize> {
         self.pairs
             .iter()
-            .position(|p| self.name(p).as_bytes().eq_ignore_ascii_case(name))
+            .position(|p| p.is_named(&self.names, name))
     }
 
     /// The first value of `name`.
@@ -103,7 +119,7 @@ impl HeaderMap {
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
         self.pairs
             .iter()
-            .filter(move |p| self.name(p).eq_ignore_ascii_case(name))
+            .filter(move |p| p.is_named(&self.names, name.as_bytes()))
             .map(|p| self.value(p))
     }
 
@@ -128,6 +144,19 @@ impl HeaderMap {
         self.pairs.push(Pair { name, value });
     }
 
+    /// [`Self::add_lowercase`] for many pairs in one call, as an embedder
+    /// copies its own map into a stream.
+    #[inline]
+    pub fn extend_lowercase<'a>(&mut self, pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>) {
+        self.compact_if_wasteful();
+        for (name, value) in pairs {
+            debug_assert!(!name.bytes().any(|b| b.is_ascii_uppercase()), "{name}");
+            let name = self.push_name(name);
+            let value = self.push_value(value);
+            self.pairs.push(Pair { name, value });
+        }
+    }
+
     /// Removes every value of `name`, then adds one pair.
     pub fn replace(&mut self, name: impl AsRef<str>, value: impl AsRef<[u8]>) {
         let name = name.as_ref();
@@ -141,7 +170,7 @@ impl HeaderMap {
         let mut dead = 0;
         let names = &self.names;
         self.pairs.retain(|p| {
-            let keep = !names.as_bytes()[range(p.name)].eq_ignore_ascii_case(key);
+            let keep = !p.is_named(names, key);
             if !keep {
                 dead += p.name.1 as usize + p.value.1 as usize;
             }
@@ -161,8 +190,7 @@ impl HeaderMap {
         self.values.clear();
         self.pairs.clear();
         self.dead = 0;
-        self.edited.clear();
-        self.replaced = false;
+        self.forget_edits();
     }
 
     // --- what filters changed ---
@@ -183,37 +211,43 @@ impl HeaderMap {
     /// Changes the embedder makes through [`Self::add`], [`Self::replace`]
     /// and [`Self::remove`] are not counted.
     pub fn edited_names(&self) -> impl Iterator<Item = &str> {
-        self.edited.iter().map(String::as_str)
+        self.edited.iter().map(|r| &self.edited_buf[range(*r)])
     }
 
     /// Starts counting edits afresh.
     pub fn forget_edits(&mut self) {
         self.edited.clear();
+        self.edited_buf.clear();
         self.replaced = false;
     }
 
     /// Records that `name` was edited. The host functions do this for the
     /// filters' changes; an embedder or a test may do it for its own.
     pub fn note_edit(&mut self, name: &str) {
-        if self.replaced || self.edited.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+        if self.replaced || self.edited_names().any(|n| n.eq_ignore_ascii_case(name)) {
             return;
         }
-        self.edited.push(name.to_ascii_lowercase());
+        let start = self.edited_buf.len();
+        self.edited_buf.push_str(name);
+        self.edited_buf[start..].make_ascii_lowercase();
+        self.edited.push((start as u32, name.len() as u32));
     }
 
     pub(crate) fn mark_replaced(&mut self) {
+        self.forget_edits();
         self.replaced = true;
-        self.edited.clear();
     }
 
     // --- storage ---
 
+    #[inline]
     fn push_name(&mut self, name: &str) -> (u32, u32) {
         let start = self.names.len();
         self.names.push_str(name);
         (start as u32, name.len() as u32)
     }
 
+    #[inline]
     fn push_value(&mut self, value: &[u8]) -> (u32, u32) {
         let start = self.values.len();
         self.values.extend_from_slice(value);
@@ -278,8 +312,7 @@ impl HeaderMap {
                 let names = &self.names;
                 let mut i = 0;
                 self.pairs.retain(|p| {
-                    let keep =
-                        i <= first || !names.as_bytes()[range(p.name)].eq_ignore_ascii_case(key);
+                    let keep = i <= first || !p.is_named(names, key);
                     if !keep {
                         dead += p.name.1 as usize + p.value.1 as usize;
                     }

@@ -6,6 +6,8 @@
 //! they can read and change it.
 
 pub use crate::header_map::HeaderMap;
+use std::sync::Arc;
+
 use crate::properties::Properties;
 
 /// Why a guest-supplied serialized map could not be parsed.
@@ -116,6 +118,11 @@ pub struct Stream {
     /// Envoy encodes them (strings raw, ints 8-byte LE). The embedder fills what it knows; the
     /// filter's proxy_set_property writes here too. request.headers.* etc are derived from the maps.
     pub properties: Properties,
+    /// Properties many streams share (a connection's addresses, a route's
+    /// name), searched after [`Self::properties`], in order: an embedder
+    /// sets them once, not per request. A filter's `proxy_set_property`
+    /// writes to [`Self::properties`], which shadows these.
+    pub shared: Vec<Arc<Properties>>,
     /// Set by proxy_send_local_response; the embedder must send it instead of proxying.
     pub local_response: Option<LocalResponse>,
     /// Set by proxy_continue_stream(HTTP_REQUEST) while paused; the embedder clears it.
@@ -154,6 +161,7 @@ impl Stream {
             response_body,
             response_trailers,
             properties,
+            shared,
             local_response,
             resume_request,
             resume_response,
@@ -167,6 +175,7 @@ impl Stream {
         response_body.clear();
         response_trailers.clear();
         properties.clear();
+        shared.clear();
         *local_response = None;
         *resume_request = false;
         *resume_response = false;

@@ -24,9 +24,12 @@ use std::{
     },
 };
 
-use wasmgate_abi::{Action, Fault, HttpCallRequest, Plugin, Stream, Vm};
+use wasmgate_abi::{Action, Fault, HttpCallRequest, Plugin, Properties, Stream, Vm};
 
-use crate::{config::OnError, error::ProxyError, metrics::FilterStats, upstream::Upstream};
+use crate::{
+    config::OnError, error::ProxyError, metrics::FilterStats, stream_map::PooledStream,
+    upstream::Upstream,
+};
 
 mod http_call;
 mod instances;
@@ -57,6 +60,9 @@ pub struct Chain {
     pub filters: Vec<FilterDef>,
     /// Upstreams filters may call, by name.
     pub upstreams: Arc<BTreeMap<String, Arc<Upstream>>>,
+    /// The route's properties for filters (`route_name`), shared by its
+    /// requests.
+    pub properties: Arc<Properties>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -101,7 +107,7 @@ struct Member {
 pub struct FilterRun {
     chain: Arc<Chain>,
     /// What the filters see and edit.
-    pub stream: Stream,
+    pub stream: PooledStream,
     members: Vec<Member>,
     /// Http calls dispatched and not answered yet, with the filter index.
     calls: Vec<(usize, HttpCallRequest)>,
@@ -131,11 +137,13 @@ impl Chain {
         filters: Vec<FilterDef>,
         upstreams: Arc<BTreeMap<String, Arc<Upstream>>>,
     ) -> Self {
+        let properties = Arc::new([("route_name", route.clone())].into_iter().collect());
         Self {
             id: NEXT_CHAIN.fetch_add(1, Ordering::Relaxed),
             route,
             filters,
             upstreams,
+            properties,
         }
     }
 
@@ -143,7 +151,7 @@ impl Chain {
     ///
     /// # Errors
     /// A filter that fails under `deny`.
-    pub fn start(self: &Arc<Self>, stream: Stream) -> Result<Box<FilterRun>, ProxyError> {
+    pub fn start(self: &Arc<Self>, stream: PooledStream) -> Result<Box<FilterRun>, ProxyError> {
         let n = self.filters.len();
         // Boxed: the run moves between the pipeline and the bodies, and a
         // Stream is several hundred bytes.
@@ -236,7 +244,12 @@ impl FilterRun {
                 return (None, Vec::new());
             }
             let result = f(vm, stream);
-            (Some(result), vm.take_http_calls())
+            let calls = if vm.has_http_calls() {
+                vm.take_http_calls()
+            } else {
+                Vec::new()
+            };
+            (Some(result), calls)
         });
         match outcome {
             Ok((Some(Ok(value)), calls)) => {
@@ -460,25 +473,47 @@ impl FilterRun {
     }
 
     /// `on_log` then `on_done`/`on_delete` in every filter that has a
-    /// context. Called once; dropping an unfinished run does it too.
+    /// context, in one borrow of its Vm. Called once; dropping an
+    /// unfinished run does it too.
     pub fn finish(&mut self) {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
         for i in 0..self.members.len() {
-            if self.members[i].active && self.members[i].created {
-                let _ = self.call(i, |vm, s| vm.on_log(s));
+            let member = self.members[i];
+            if !member.created {
+                continue;
             }
-        }
-        for i in 0..self.members.len() {
-            if self.members[i].created {
-                let member = self.members[i];
-                let (chain, stream) = (&self.chain, &mut self.stream);
-                let _ = with_vm(chain, i, |vm, incarnation| {
-                    if incarnation == member.incarnation {
-                        let _ = vm.finish_stream(stream);
-                    }
-                });
+            let (chain, stream) = (&self.chain, &mut self.stream);
+            let logged = with_vm(chain, i, |vm, incarnation| {
+                if incarnation != member.incarnation {
+                    // Another stream broke the Vm that held our context.
+                    return None;
+                }
+                // A filter skipped after a failure is not logged, but its
+                // context is still finished.
+                let logged = if member.active {
+                    vm.on_log(stream)
+                } else {
+                    Ok(())
+                };
+                if logged.is_ok() {
+                    let _ = vm.finish_stream(stream);
+                }
+                Some(logged)
+            });
+            // Counted (and a broken Vm replaced) like a failure in any other
+            // callback; the request is over, so there is nothing to deny.
+            match logged {
+                Ok(Some(Ok(()))) => {}
+                Ok(Some(Err(fault))) => {
+                    let _ = self.fail(i, Some(fault));
+                }
+                Ok(None) | Err(_) if member.active => {
+                    self.members[i].created = false;
+                    let _ = self.fail(i, None);
+                }
+                Ok(None) | Err(_) => {}
             }
         }
     }
@@ -487,7 +522,6 @@ impl FilterRun {
 impl Drop for FilterRun {
     fn drop(&mut self) {
         self.finish();
-        crate::stream_map::recycle(std::mem::take(&mut self.stream));
     }
 }
 

@@ -63,6 +63,11 @@ pub fn tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &st
         .map(str::trim)
 }
 
+/// Whether `name` is a hop-by-hop header (those `Connection` names aside).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION || is_other_hop_by_hop(name)
+}
+
 /// Hop-by-hop headers other than `Connection`.
 fn is_other_hop_by_hop(name: &HeaderName) -> bool {
     name == header::TRANSFER_ENCODING

@@ -26,7 +26,7 @@ use std::{
 use http::{HeaderMap, HeaderValue, Request, Response, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
-use wasmgate_abi::LocalResponse;
+use wasmgate_abi::{LocalResponse, Properties};
 
 use crate::{
     access_log::Entry,
@@ -56,8 +56,8 @@ pub struct ConnInfo {
 #[derive(Debug)]
 struct ConnText {
     peer_ip: HeaderValue,
-    peer: Vec<u8>,
-    local: Vec<u8>,
+    /// `source.address` and `destination.address`, for filters.
+    properties: Arc<Properties>,
 }
 
 impl ConnInfo {
@@ -65,10 +65,12 @@ impl ConnInfo {
     pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool) -> Self {
         let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown"));
+        let mut properties = Properties::new();
+        properties.insert("source.address", peer.to_string());
+        properties.insert("destination.address", local.to_string());
         let text = ConnText {
             peer_ip,
-            peer: peer.to_string().into_bytes(),
-            local: local.to_string().into_bytes(),
+            properties: Arc::new(properties),
         };
         Self {
             peer,
@@ -83,14 +85,10 @@ impl ConnInfo {
         &self.text.peer_ip
     }
 
-    /// `ip:port` of the client.
-    pub fn peer_text(&self) -> &[u8] {
-        &self.text.peer
-    }
-
-    /// `ip:port` of our side.
-    pub fn local_text(&self) -> &[u8] {
-        &self.text.local
+    /// The connection's properties for filters (`source.address` and
+    /// `destination.address`, as `ip:port`).
+    pub fn properties(&self) -> &Arc<Properties> {
+        &self.text.properties
     }
 }
 
@@ -244,7 +242,7 @@ async fn forward(
         None if request_eos => crate::body::empty(),
         None => limited.boxed_unsync(),
         Some(chain) => {
-            let stream = stream_map::request_stream(&parts, conn, &route.name);
+            let stream = stream_map::request_stream(&parts, conn, &chain.properties);
             let mut filter_run = chain.start(stream)?;
             if let Flow::Respond(local) = filter_run.headers(Side::Request, request_eos).await? {
                 return Box::pin(encode_local(filter_run, local)).await;
@@ -304,8 +302,8 @@ async fn forward(
             run = Some(filter_run);
         }
     }
+    // The upstream took the hop-by-hop headers off already.
     let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
     let Some(mut filter_run) = run else {
         return Ok(Response::from_parts(parts, body));
     };

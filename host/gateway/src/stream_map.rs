@@ -7,16 +7,22 @@
 //! cheap: streams are recycled per worker (their maps keep their buffers),
 //! and only the names the filters edited are written back to hyper's map.
 
-use std::cell::RefCell;
+use std::{cell::RefCell, sync::Arc};
 
-use http::{HeaderName, HeaderValue, Method, Response, StatusCode, header, request, response};
-use wasmgate_abi::{LocalResponse, Stream};
+use http::{
+    HeaderName, HeaderValue, Method, Response, StatusCode,
+    header::{self, Entry},
+    request, response,
+};
+use wasmgate_abi::{LocalResponse, Properties, Stream};
 
 use crate::{body::Body, error::ProxyError, proxy::ConnInfo};
 
 thread_local! {
-    /// Streams of finished requests, cleared, for the next ones.
-    static SPARE: RefCell<Vec<Stream>> = const { RefCell::new(Vec::new()) };
+    /// Streams of finished requests, cleared, for the next ones. Boxed on
+    /// purpose: a request takes one and moves it around as a pointer.
+    #[allow(clippy::vec_box)]
+    static SPARE: RefCell<Vec<Box<Stream>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Most spare streams a worker keeps.
@@ -25,22 +31,73 @@ const MAX_SPARE: usize = 256;
 /// A stream holding more than this (a buffered body, say) is not kept.
 const MAX_SPARE_BYTES: usize = 16 * 1024;
 
-/// Gives a finished request's stream back for reuse.
-pub fn recycle(mut stream: Stream) {
-    if stream.capacity_bytes() > MAX_SPARE_BYTES {
-        return;
+/// A request's [`Stream`], boxed so that it moves as a pointer (a stream
+/// is several hundred bytes), and given back to the worker's spares, maps
+/// and buffers kept, when the request ends.
+#[derive(Debug)]
+pub struct PooledStream(Option<Box<Stream>>);
+
+impl PooledStream {
+    /// A cleared spare stream of this worker, or a new one.
+    pub fn take() -> Self {
+        let spare = SPARE.with_borrow_mut(Vec::pop);
+        Self(Some(spare.unwrap_or_default()))
     }
-    stream.clear();
-    SPARE.with_borrow_mut(|spare| {
-        if spare.len() < MAX_SPARE {
-            spare.push(stream);
+}
+
+impl std::ops::Deref for PooledStream {
+    type Target = Stream;
+
+    fn deref(&self) -> &Stream {
+        match &self.0 {
+            Some(stream) => stream,
+            // Only `drop` takes the box out.
+            None => unreachable!("stream used after it was recycled"),
         }
-    });
+    }
+}
+
+impl std::ops::DerefMut for PooledStream {
+    fn deref_mut(&mut self) -> &mut Stream {
+        match &mut self.0 {
+            Some(stream) => stream,
+            None => unreachable!("stream used after it was recycled"),
+        }
+    }
+}
+
+impl Drop for PooledStream {
+    fn drop(&mut self) {
+        let Some(mut stream) = self.0.take() else {
+            return;
+        };
+        if stream.capacity_bytes() > MAX_SPARE_BYTES {
+            return;
+        }
+        stream.clear();
+        // try_: a request dropped while the worker's thread-locals are torn
+        // down just frees its stream.
+        let _ = SPARE.try_with(|spare| {
+            if let Ok(mut spare) = spare.try_borrow_mut()
+                && spare.len() < MAX_SPARE
+            {
+                spare.push(stream);
+            }
+        });
+    }
 }
 
 /// A stream holding the request as the filters should see it.
-pub fn request_stream(parts: &request::Parts, conn: &ConnInfo, route: &str) -> Stream {
-    let mut stream = SPARE.with_borrow_mut(Vec::pop).unwrap_or_default();
+///
+/// `route` holds the route's properties for filters ([`Chain::properties`]).
+///
+/// [`Chain::properties`]: crate::chain::Chain::properties
+pub fn request_stream(
+    parts: &request::Parts,
+    conn: &ConnInfo,
+    route: &Arc<Properties>,
+) -> PooledStream {
+    let mut stream = PooledStream::take();
     let map = &mut stream.request_headers;
     map.add_lowercase(":method", parts.method.as_str().as_bytes());
     map.add_lowercase(
@@ -57,16 +114,16 @@ pub fn request_stream(parts: &request::Parts, conn: &ConnInfo, route: &str) -> S
         .map_or(&[][..], HeaderValue::as_bytes);
     map.add_lowercase(":authority", authority);
     map.add_lowercase(":scheme", if conn.tls { b"https" } else { b"http" });
-    for (name, value) in &parts.headers {
-        if name != header::HOST {
-            map.add_lowercase(name.as_str(), value.as_bytes());
-        }
-    }
-    let props = &mut stream.properties;
-    // Rendered once per connection; copied, not formatted, per request.
-    props.insert("source.address", conn.peer_text());
-    props.insert("destination.address", conn.local_text());
-    props.insert("route_name", route.as_bytes());
+    map.extend_lowercase(
+        parts
+            .headers
+            .iter()
+            .filter(|(name, _)| *name != header::HOST)
+            .map(|(name, value)| (name.as_str(), value.as_bytes())),
+    );
+    // Made once per connection and per route; shared, not copied.
+    stream.shared.push(conn.properties().clone());
+    stream.shared.push(route.clone());
     stream
 }
 
@@ -125,9 +182,12 @@ pub fn response_headers_into(stream: &mut Stream, parts: &response::Parts) {
     let map = &mut stream.response_headers;
     map.clear();
     map.add_lowercase(":status", parts.status.as_str().as_bytes());
-    for (name, value) in &parts.headers {
-        map.add_lowercase(name.as_str(), value.as_bytes());
-    }
+    map.extend_lowercase(
+        parts
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes())),
+    );
 }
 
 /// Writes what the filters changed in the response back.
@@ -162,7 +222,8 @@ pub fn apply_response(stream: &Stream, parts: &mut response::Parts) -> Result<()
     Ok(())
 }
 
-/// Replaces every value of `name` in `out` with the map's.
+/// Replaces every value of `name` in `out` with the map's (one lookup in
+/// `out` for the usual case of a single value).
 fn write_back(map: &wasmgate_abi::HeaderMap, name: &str, out: &mut http::HeaderMap, what: &str) {
     let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
         tracing::warn!(
@@ -172,25 +233,46 @@ fn write_back(map: &wasmgate_abi::HeaderMap, name: &str, out: &mut http::HeaderM
         );
         return;
     };
-    out.remove(&header);
-    for value in map.get_all(name) {
-        append_value(out, header.clone(), value, what);
+    let named = header.clone();
+    let mut values = map
+        .get_all(name)
+        .filter_map(|value| valid_value(value, &named, what));
+    match (values.next(), out.entry(header)) {
+        (None, Entry::Vacant(_)) => {}
+        (None, Entry::Occupied(e)) => {
+            e.remove_entry_mult();
+        }
+        (Some(first), Entry::Vacant(e)) => {
+            let mut e = e.insert_entry(first);
+            values.for_each(|v| e.append(v));
+        }
+        (Some(first), Entry::Occupied(mut e)) => {
+            e.insert(first);
+            values.for_each(|v| e.append(v));
+        }
     }
 }
 
 /// Appends one value a filter set; an invalid one is dropped with a
 /// warning naming the header.
 fn append_value(out: &mut http::HeaderMap, name: HeaderName, value: &[u8], what: &str) {
-    match HeaderValue::from_bytes(value) {
-        Ok(v) => {
-            out.append(name, v);
-        }
-        Err(_) => tracing::warn!(
+    if let Some(v) = valid_value(value, &name, what) {
+        out.append(name, v);
+    }
+}
+
+/// A value a filter set, or `None` (with a warning naming the header,
+/// never the value) when it is not a valid header value.
+fn valid_value(value: &[u8], name: &HeaderName, what: &str) -> Option<HeaderValue> {
+    let valid = HeaderValue::from_bytes(value).ok();
+    if valid.is_none() {
+        tracing::warn!(
             header = %name,
             kind = what,
             "filter set an invalid header value; dropped"
-        ),
+        );
     }
+    valid
 }
 
 /// Appends every regular (not pseudo) header of a filter's map to `out`.
@@ -269,9 +351,10 @@ mod tests {
         parts
     }
 
-    fn stream(parts: &request::Parts) -> Stream {
+    fn stream(parts: &request::Parts) -> PooledStream {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        request_stream(parts, &ConnInfo::new(addr, addr, false), "r")
+        let route = Arc::new([("route_name", "r")].into_iter().collect());
+        request_stream(parts, &ConnInfo::new(addr, addr, false), &route)
     }
 
     fn values<'a>(h: &'a http::HeaderMap, name: &str) -> Vec<&'a [u8]> {
@@ -333,5 +416,24 @@ mod tests {
         assert!(!p.headers.contains_key("host"));
         assert_eq!(values(&p.headers, "x-multi"), [&b"m1"[..], b"m2", b"m3"]);
         assert_eq!(p.uri, "/z");
+    }
+
+    #[test]
+    fn an_invalid_value_never_leaves_the_clients_copy_behind() {
+        let mut p = parts();
+        let mut s = stream(&p);
+        let map = &mut s.request_headers;
+        // Replaced by an invalid value then a valid one: only the valid one.
+        map.replace("x-multi", "bad\r\nvalue");
+        map.add("x-multi", "m4");
+        // Replaced by an invalid value only: gone.
+        map.replace("x-keep", "bad\nvalue");
+        for name in ["x-multi", "x-keep"] {
+            map.note_edit(name);
+        }
+        apply_request(&s, &mut p).unwrap();
+        assert_eq!(values(&p.headers, "x-multi"), [b"m4"]);
+        assert!(!p.headers.contains_key("x-keep"));
+        assert_eq!(values(&p.headers, "x-gone"), [b"g"]);
     }
 }

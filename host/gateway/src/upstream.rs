@@ -42,6 +42,7 @@ use crate::{
     body::{Body, BoxError},
     config::{Config, UpstreamConfig, UpstreamProtocol},
     error::ProxyError,
+    headers::strip_hop_by_hop,
     metrics::UpstreamStats,
     tls::{ClientTls, client_config},
 };
@@ -199,7 +200,8 @@ impl Upstream {
     }
 
     /// Sends a request (URI: origin form; the `Host` header set) and waits
-    /// for the response headers. The body streams afterwards.
+    /// for the response headers. The body streams afterwards. The response
+    /// comes without its hop-by-hop headers (RFC 9110 §7.6.1).
     ///
     /// # Errors
     /// [`ProxyError::UpstreamConnect`], [`ProxyError::UpstreamTimeout`] or
@@ -212,7 +214,8 @@ impl Upstream {
             if lean {
                 self.exchange_lean(req).await
             } else {
-                let response = self.exchange(req).await?;
+                let mut response = self.exchange(req).await?;
+                strip_hop_by_hop(response.headers_mut());
                 Ok(response.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
             }
         };

@@ -87,6 +87,46 @@ fn properties_are_read_derived_and_set() {
 }
 
 #[test]
+fn shared_property_layers_are_read_after_the_streams_own() {
+    let body = format!(
+        r#"(data (i32.const 100) "a")
+      (data (i32.const 110) "b")
+      (data (i32.const 180) "x-a")
+      (data (i32.const 190) "x-b")
+      (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        {get_a}
+        (drop (call $replace (i32.const 0) (i32.const 180) (i32.const 3) (i32.load (i32.const 300)) (i32.load (i32.const 304))))
+        {get_b}
+        (drop (call $replace (i32.const 0) (i32.const 190) (i32.const 3) (i32.load (i32.const 300)) (i32.load (i32.const 304))))
+        (i32.const 0))"#,
+        get_a = expect(
+            0,
+            "(call $get_prop (i32.const 100) (i32.const 1) (i32.const 300) (i32.const 304))"
+        ),
+        get_b = expect(
+            0,
+            "(call $get_prop (i32.const 110) (i32.const 1) (i32.const 300) (i32.const 304))"
+        ),
+    );
+    let plugin = load(spec("layers", IMPORTS, &body)).unwrap();
+    let mut vm = plugin.instantiate().unwrap();
+    let mut s = Stream::default();
+    let conn = [("a", "from-conn"), ("b", "from-conn")];
+    s.shared
+        .push(std::sync::Arc::new(conn.into_iter().collect()));
+    s.shared.push(std::sync::Arc::new(
+        [("b", "from-route")].into_iter().collect(),
+    ));
+    s.properties.insert("b", "own");
+    vm.create_stream(&mut s).unwrap();
+    vm.on_request_headers(&mut s, true).unwrap();
+    assert_eq!(s.request_headers.get("x-a"), Some(&b"from-conn"[..]));
+    assert_eq!(s.request_headers.get("x-b"), Some(&b"own"[..]));
+    s.clear();
+    assert!(s.shared.is_empty() && s.properties.is_empty());
+}
+
+#[test]
 fn shared_data_compare_and_swap() {
     let body = format!(
         r#"(data (i32.const 100) "key")

@@ -60,11 +60,32 @@ pub(super) fn with_vm<R>(
 
 /// This worker's slot for filter `i` of `chain`, with a live Vm (created,
 /// or replaced if broken).
+#[inline]
 pub(super) fn slot<'m>(
     map: &'m mut Vec<WorkerChain>,
     chain: &Arc<Chain>,
     i: usize,
 ) -> Result<&'m mut Slot, String> {
+    // The usual case, kept small enough to inline: the chain's instances
+    // exist and the Vm is healthy.
+    let index = match map.iter().position(|w| w.id == chain.id) {
+        Some(index)
+            if map[index].slots[i]
+                .vm
+                .as_ref()
+                .is_some_and(|vm| !vm.is_broken()) =>
+        {
+            index
+        }
+        _ => prepare(map, chain, i)?,
+    };
+    Ok(&mut map[index].slots[i])
+}
+
+/// [`slot`]'s slow path: registers the chain on this worker on its first
+/// use and (re)creates the Vm of filter `i`. Returns the chain's index.
+#[cold]
+fn prepare(map: &mut Vec<WorkerChain>, chain: &Arc<Chain>, i: usize) -> Result<usize, String> {
     let index = match map.iter().position(|w| w.id == chain.id) {
         Some(index) => index,
         None => {
@@ -103,7 +124,7 @@ pub(super) fn slot<'m>(
                 .map_err(|e| e.to_string())?,
         );
     }
-    Ok(slot)
+    Ok(index)
 }
 
 /// Drops this worker's Vm of filter `i` (after a fault); the next request

@@ -19,6 +19,7 @@
 use std::{
     future::Future,
     io,
+    mem::MaybeUninit,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
@@ -30,7 +31,10 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use super::Upstream;
-use crate::{body::BoxError, headers::tokens};
+use crate::{
+    body::BoxError,
+    headers::{is_hop_by_hop, strip_hop_by_hop, tokens},
+};
 
 /// Largest response head (status line and headers) accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -217,9 +221,15 @@ enum Parsed {
 /// Parses a response head off the front of `buf`.
 fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Failure> {
     let invalid = |what: &str| Failure::Failed(format!("invalid response: {what}"));
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let len = match parsed.parse(buf) {
+    // Uninitialised slots: filling a hundred of them first would cost more
+    // than parsing a typical head.
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut slots,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
             return Err(invalid("head too large"));
@@ -246,8 +256,10 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Failure>
     // note where they are, then freeze the head.
     let base = buf.as_ptr() as usize;
     let mut fields = Vec::with_capacity(parsed.headers.len());
+    let mut seen = Seen::default();
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| invalid("header name"))?;
+        seen.note(&name);
         let start = h.value.as_ptr() as usize - base;
         fields.push((name, start..start + h.value.len()));
     }
@@ -258,14 +270,19 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Failure>
             .map_err(|_| invalid("header value"))?;
         headers.append(name, value);
     }
-    let framing = framing(&headers, status, head_request)?;
+    let framing = framing(&headers, seen, status, head_request)?;
     // Both framings at once is a smuggling smell: read this one, then close.
-    let ambiguous = headers.contains_key(header::TRANSFER_ENCODING)
-        && headers.contains_key(header::CONTENT_LENGTH);
+    let ambiguous = seen.transfer_encoding && seen.content_length;
+    let close_asked = seen.connection
+        && tokens(&headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("close"));
     let keep_alive = version == Version::HTTP_11
-        && !tokens(&headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("close"))
+        && !close_asked
         && !matches!(framing, Framing::Close)
         && !ambiguous;
+    if seen.hop_by_hop {
+        // Read above; not for the client (see `Upstream::send`).
+        strip_hop_by_hop(&mut headers);
+    }
     Ok(Parsed::Head(Head {
         status,
         version,
@@ -301,15 +318,43 @@ enum Chunk {
     Trailers,
 }
 
+/// Which of the fields that decide framing and reuse a head has, noted
+/// while it is parsed, so the map is only searched for those present.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    transfer_encoding: bool,
+    content_length: bool,
+    connection: bool,
+    /// Any hop-by-hop field (`Connection` and `Transfer-Encoding` too).
+    hop_by_hop: bool,
+}
+
+impl Seen {
+    fn note(&mut self, name: &HeaderName) {
+        if name == header::CONTENT_LENGTH {
+            self.content_length = true;
+        } else if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            self.hop_by_hop = true;
+        } else if name == header::CONNECTION {
+            self.connection = true;
+            self.hop_by_hop = true;
+        } else if is_hop_by_hop(name) {
+            self.hop_by_hop = true;
+        }
+    }
+}
+
 fn framing(
     headers: &HeaderMap,
+    seen: Seen,
     status: StatusCode,
     head_request: bool,
 ) -> Result<Framing, Failure> {
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Empty);
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if seen.transfer_encoding {
         let last = tokens(headers, header::TRANSFER_ENCODING)
             .last()
             .unwrap_or("");
@@ -318,6 +363,9 @@ fn framing(
         } else {
             Framing::Close
         });
+    }
+    if !seen.content_length {
+        return Ok(Framing::Close);
     }
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
@@ -595,38 +643,44 @@ mod tests {
                 })
                 .collect()
         };
+        // What parse_head notes while parsing.
+        let framed = |h: &HeaderMap, status, head_request| {
+            let mut seen = Seen::default();
+            h.keys().for_each(|n| seen.note(n));
+            framing(h, seen, status, head_request)
+        };
         let ok = StatusCode::OK;
         let cl = h(&[("content-length", "12")]);
-        assert!(matches!(framing(&cl, ok, true), Ok(Framing::Empty)));
+        assert!(matches!(framed(&cl, ok, true), Ok(Framing::Empty)));
         assert!(matches!(
-            framing(&cl, StatusCode::NO_CONTENT, false),
+            framed(&cl, StatusCode::NO_CONTENT, false),
             Ok(Framing::Empty)
         ));
         assert!(matches!(
-            framing(&cl, StatusCode::NOT_MODIFIED, false),
+            framed(&cl, StatusCode::NOT_MODIFIED, false),
             Ok(Framing::Empty)
         ));
-        assert!(matches!(framing(&cl, ok, false), Ok(Framing::Length(12))));
+        assert!(matches!(framed(&cl, ok, false), Ok(Framing::Length(12))));
         assert!(matches!(
-            framing(&h(&[("content-length", "3, 3")]), ok, false),
+            framed(&h(&[("content-length", "3, 3")]), ok, false),
             Ok(Framing::Length(3))
         ));
-        assert!(framing(&h(&[("content-length", "3, 4")]), ok, false).is_err());
-        assert!(framing(&h(&[("content-length", "-1")]), ok, false).is_err());
+        assert!(framed(&h(&[("content-length", "3, 4")]), ok, false).is_err());
+        assert!(framed(&h(&[("content-length", "-1")]), ok, false).is_err());
         let te = h(&[
             ("transfer-encoding", "gzip, chunked"),
             ("content-length", "5"),
         ]);
         assert!(matches!(
-            framing(&te, ok, false),
+            framed(&te, ok, false),
             Ok(Framing::Chunked(Chunk::Size))
         ));
         assert!(matches!(
-            framing(&h(&[("transfer-encoding", "gzip")]), ok, false),
+            framed(&h(&[("transfer-encoding", "gzip")]), ok, false),
             Ok(Framing::Close)
         ));
         assert!(matches!(
-            framing(&HeaderMap::new(), ok, false),
+            framed(&HeaderMap::new(), ok, false),
             Ok(Framing::Close)
         ));
     }
