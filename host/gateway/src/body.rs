@@ -1,7 +1,16 @@
-//! The body type the gateway hands to hyper, in both directions.
+//! The body types: [`Body`], which the gateway hands to hyper in both
+//! directions, and [`RequestBody`], a client's request body as either
+//! server path delivers it.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
 
 use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
 
 /// Errors a body can fail with (client gone, upstream reset, size limit).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -19,4 +28,43 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 /// An empty body.
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A client's request body: hyper's, or none (a bodiless request read by
+/// the lean HTTP/1.1 server, `listener/h1.rs`).
+#[derive(Debug)]
+pub enum RequestBody {
+    /// Read by hyper.
+    Incoming(Incoming),
+    /// No body.
+    Empty,
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Incoming(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Incoming(body) => body.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Incoming(body) => body.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
 }

@@ -22,17 +22,17 @@ use std::{
 
 use bytes::Bytes;
 use http::HeaderMap;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::oneshot;
 
 use crate::{
-    body::BoxError,
+    body::{BoxError, RequestBody},
     chain::{BodyStep, FilterRun, Side, Verdict},
 };
 
 /// The request body, failing once more than `limit` bytes arrived.
 pub struct LimitedBody {
-    inner: Incoming,
+    inner: RequestBody,
     remaining: u64,
     limit: u64,
     exceeded: Arc<AtomicBool>,
@@ -41,7 +41,7 @@ pub struct LimitedBody {
 impl LimitedBody {
     /// Wraps a body; `exceeded` is set when the limit is crossed so the
     /// pipeline can answer 413 instead of 502.
-    pub fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
+    pub fn new(inner: RequestBody, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
         Self {
             inner,
             remaining: limit,

@@ -1,10 +1,13 @@
 //! Accepting and serving client connections: HTTP/1.1 and HTTP/2 (h2c by
 //! prior knowledge, or over TLS with ALPN `h2`/`http/1.1`), with the
-//! limits from the configuration applied to every connection.
+//! limits from the configuration applied to every connection. A plain-TCP
+//! connection starts on the lean HTTP/1.1 path (`listener/h1.rs`), which hands it to
+//! hyper at the first request it does not serve itself.
 
 use std::{sync::Arc, time::Duration};
 
-use hyper::service::service_fn;
+use http::Request;
+use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{
@@ -15,8 +18,11 @@ use hyper_util::{
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+mod h1;
+
 use crate::{
     Shared,
+    body::RequestBody,
     config::LimitsConfig,
     proxy::{self, ConnInfo},
     watchdog::{Activity, CountedIo, Expired, watch},
@@ -83,11 +89,13 @@ pub async fn accept_loop(
             shared.clone(),
             builder.clone(),
             graceful.watcher(),
+            stop.clone(),
         );
         tokio::spawn(conn);
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     tcp: TcpStream,
     tls: Option<TlsAcceptor>,
@@ -95,16 +103,23 @@ async fn serve(
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let peer = info.peer;
     let activity = Activity::new();
-    let (idle, header_read) = {
+    let (idle, header_read, max_headers, max_head_bytes) = {
         let limits = &shared.snapshot.load().limits;
         // A TLS handshake is part of reading the request head.
-        (limits.idle_timeout.get(), limits.header_read_timeout.get())
+        (
+            limits.idle_timeout.get(),
+            limits.header_read_timeout.get(),
+            limits.max_headers,
+            limits.max_header_bytes,
+        )
     };
     let in_flight = activity.clone();
-    let service = service_fn(move |req| {
+    // One request, whichever server path read it.
+    let call = move |req: Request<RequestBody>| {
         let snapshot = shared.snapshot.load_full();
         let guard = in_flight.request();
         let info = info.clone();
@@ -113,11 +128,21 @@ async fn serve(
             drop(guard);
             response
         }
-    });
+    };
     let served = async {
         match tls {
             None => {
-                let io = TokioIo::new(CountedIo::new(tcp, activity.clone()));
+                // The lean HTTP/1.1 path first; hyper takes over at the
+                // first request it does not serve (h1.rs).
+                let mut io = CountedIo::new(tcp, activity.clone());
+                let read =
+                    match h1::serve(&mut io, max_headers, max_head_bytes, &mut stop, &call).await {
+                        h1::Ended::Closed => return Ok(()),
+                        h1::Ended::HandOff(read) => read,
+                    };
+                let io = TokioIo::new(h1::Rewound::new(read, io));
+                let service =
+                    service_fn(move |req: Request<Incoming>| call(req.map(RequestBody::Incoming)));
                 watcher
                     .watch(builder.serve_connection(io, service).into_owned())
                     .await
@@ -135,6 +160,8 @@ async fn serve(
                     }
                 };
                 let io = TokioIo::new(CountedIo::new(stream, activity.clone()));
+                let service =
+                    service_fn(move |req: Request<Incoming>| call(req.map(RequestBody::Incoming)));
                 watcher
                     .watch(builder.serve_connection(io, service).into_owned())
                     .await

@@ -25,12 +25,12 @@ use std::{
 
 use http::{HeaderMap, HeaderValue, Request, Response, Version, header};
 use http_body_util::BodyExt;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use wasmgate_abi::{LocalResponse, Properties};
 
 use crate::{
     access_log::Entry,
-    body::Body,
+    body::{Body, RequestBody},
     chain::{BodyStep, FilterRun, Flow, Side, Verdict},
     error::{ProxyError, StreamReset},
     filtered_body::{FilteredBody, LimitedBody},
@@ -99,7 +99,7 @@ impl ConnInfo {
 /// # Errors
 /// [`StreamReset`] when a filter called `proxy_close_stream`.
 pub async fn handle(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     conn: ConnInfo,
     snapshot: Arc<Snapshot>,
 ) -> Result<Response<Body>, StreamReset> {
@@ -178,7 +178,7 @@ fn snapshot_no_route(snapshot: &Snapshot) {
 }
 
 async fn forward(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     conn: &ConnInfo,
     snapshot: &Snapshot,
     route: &Route,
