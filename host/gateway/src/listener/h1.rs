@@ -231,7 +231,9 @@ fn parse(
     let Ok(uri) = Uri::from_maybe_shared(head.slice(target)) else {
         return Parsed::Invalid;
     };
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Room for what the proxy adds (`x-forwarded-*`, a filter's header)
+    // without growing the map.
+    let mut headers = HeaderMap::with_capacity(fields.len() + 4);
     for (name, range) in fields.drain(..) {
         let Ok(value) = HeaderValue::from_maybe_shared(head.slice(range)) else {
             return Parsed::Invalid;
