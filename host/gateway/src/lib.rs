@@ -5,8 +5,10 @@
 //! # Phases of a request
 //!
 //! ```text
-//!  client ──► listener (h1 / h2c / TLS+ALPN, limits: 431, header-read timeout)
-//!               │
+//!  client ──► listener (h1 / h2c / TLS+ALPN, limits: 431, header-read timeout;
+//!               │      bodiless HTTP/1.1 requests on plain TCP are read and
+//!               │      answered in the connection's task, `listener/h1.rs`;
+//!               │      hyper serves the rest)
 //!               ▼
 //!           route match (host ignoring case and port, path prefix; first wins; else 404)
 //!               │   checks: CL+TE conflict 400, body limit 413
@@ -67,7 +69,10 @@
 //! - [`upstream`]: connections to upstreams, pooled per worker; hyper's client, and a
 //!   lean HTTP/1.1 client for bodiless idempotent requests (`upstream/h1.rs`).
 //! - [`tls`]: rustls server and client configurations.
-//! - [`listener`], [`worker`]: accepting and serving connections.
+//! - [`listener`], [`worker`]: accepting and serving connections; hyper's
+//!   server, and a lean HTTP/1.1 loop for bodiless requests on plain TCP
+//!   that hands a connection to hyper at the first request it does not take
+//!   (`listener/h1.rs`).
 //! - [`watchdog`]: idle and header-read timeouts, without a timer per request.
 //! - [`admin`]: /ready, /metrics, /config, POST /reload.
 //! - [`metrics`]: counters and their Prometheus encoding.
