@@ -2,6 +2,9 @@
 //! dropped in both directions, and `x-forwarded-for`/`-proto`/`-host` tell
 //! the upstream who asked.
 
+use std::ops::Range;
+
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, header, header::Entry};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -51,6 +54,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// A header map whose values are slices of a message head (shared with
+/// it, not copied), with room for `room` more fields; `None` when a value
+/// is not a valid header value. `fields` are names and where their values
+/// are in `head`, as a parser found them.
+pub fn sliced_map(
+    head: &Bytes,
+    fields: impl ExactSizeIterator<Item = (HeaderName, Range<usize>)>,
+    room: usize,
+) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(fields.len() + room);
+    for (name, range) in fields {
+        headers.append(
+            name,
+            HeaderValue::from_maybe_shared(head.slice(range)).ok()?,
+        );
+    }
+    Some(headers)
 }
 
 /// The comma-separated tokens of every value of `name`, trimmed (a value

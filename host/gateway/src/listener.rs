@@ -140,7 +140,8 @@ async fn serve(
                         h1::Ended::Closed => return Ok(()),
                         h1::Ended::HandOff(read) => read,
                     };
-                let io = TokioIo::new(h1::Rewound::new(read, io));
+                io.unread(read);
+                let io = TokioIo::new(io);
                 let service =
                     service_fn(move |req: Request<Incoming>| call(req.map(RequestBody::Incoming)));
                 watcher

@@ -28,6 +28,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::BytesMut;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     time::Instant,
@@ -149,6 +150,8 @@ pub struct CountedIo<T> {
     activity: Arc<Activity>,
     /// Bytes of the HTTP/2 preface matched so far; `None` once decided.
     preface: Option<usize>,
+    /// Bytes read once and put back ([`CountedIo::unread`]).
+    unread: BytesMut,
 }
 
 impl<T> CountedIo<T> {
@@ -158,7 +161,16 @@ impl<T> CountedIo<T> {
             inner,
             activity,
             preface: Some(0),
+            unread: BytesMut::new(),
         }
+    }
+
+    /// Puts bytes read from this connection back in front of it: the next
+    /// reads return them first (counted once, when they were read). How
+    /// the lean HTTP/1.1 loop hands a connection to hyper.
+    pub fn unread(&mut self, bytes: BytesMut) {
+        debug_assert!(self.unread.is_empty());
+        self.unread = bytes;
     }
 }
 
@@ -168,6 +180,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for CountedIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.unread.is_empty() {
+            let n = self.unread.len().min(buf.remaining());
+            buf.put_slice(&self.unread.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -245,6 +262,21 @@ mod tests {
         let n = io.read(&mut buf).await.unwrap();
         assert_eq!(n, data.len());
         io.preface
+    }
+
+    #[tokio::test]
+    async fn unread_bytes_come_first_and_count_once() {
+        let a = Activity::new();
+        let mut io = CountedIo::new(&b" world"[..], a.clone());
+        io.unread(BytesMut::from(&b"hello"[..]));
+        let mut all = Vec::new();
+        io.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"hello world");
+        assert_eq!(
+            a.io.load(Relaxed),
+            1,
+            "only the read from the stream counts"
+        );
     }
 
     #[tokio::test]

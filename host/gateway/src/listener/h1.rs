@@ -29,24 +29,23 @@ use std::{
     mem::MaybeUninit,
     ops::Range,
     pin::Pin,
-    task::{Context, Poll},
+    task::Poll,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use bytes::{Buf, Bytes, BytesMut};
-use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
-};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderName, Method, Request, Response, StatusCode, Uri, header};
 use http_body::{Body as _, Frame};
 use http_body_util::BodyExt;
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     sync::watch,
 };
 
 use crate::{
     body::{Body, BoxError, RequestBody},
     error::StreamReset,
+    headers::sliced_map,
 };
 
 /// Most fields a head may have here; a head with more goes to hyper,
@@ -233,13 +232,9 @@ fn parse(
     };
     // Room for what the proxy adds (`x-forwarded-*`, a filter's header)
     // without growing the map.
-    let mut headers = HeaderMap::with_capacity(fields.len() + 4);
-    for (name, range) in fields.drain(..) {
-        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(range)) else {
-            return Parsed::Invalid;
-        };
-        headers.append(name, value);
-    }
+    let Some(headers) = sliced_map(&head, fields.drain(..), 4) else {
+        return Parsed::Invalid;
+    };
     let mut req = Request::new(RequestBody::Empty);
     *req.method_mut() = method;
     *req.uri_mut() = uri;
@@ -470,67 +465,10 @@ fn with_date(f: impl FnOnce(&[u8])) {
     });
 }
 
-/// `io` with bytes already read from it put back in front, for hyper.
-#[derive(Debug)]
-pub(super) struct Rewound<T> {
-    pending: BytesMut,
-    inner: T,
-}
-
-impl<T> Rewound<T> {
-    pub(super) fn new(pending: BytesMut, inner: T) -> Self {
-        Self { pending, inner }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Rewound<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.pending.is_empty() {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
-        }
-        let n = self.pending.len().min(buf.remaining());
-        buf.put_slice(&self.pending[..n]);
-        self.pending.advance(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Rewound<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::task::Context;
+
     use super::*;
     use crate::body::{empty, full};
 

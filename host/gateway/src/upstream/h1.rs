@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 use super::Upstream;
 use crate::{
     body::BoxError,
-    headers::{is_hop_by_hop, strip_hop_by_hop, tokens},
+    headers::{is_hop_by_hop, sliced_map, strip_hop_by_hop, tokens},
 };
 
 /// Largest response head (status line and headers) accepted.
@@ -264,12 +264,8 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Failure>
         fields.push((name, start..start + h.value.len()));
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, range) in fields {
-        let value = HeaderValue::from_maybe_shared(head.slice(range))
-            .map_err(|_| invalid("header value"))?;
-        headers.append(name, value);
-    }
+    let mut headers =
+        sliced_map(&head, fields.into_iter(), 0).ok_or_else(|| invalid("header value"))?;
     let framing = framing(&headers, seen, status, head_request)?;
     // Both framings at once is a smuggling smell: read this one, then close.
     let ambiguous = seen.transfer_encoding && seen.content_length;
