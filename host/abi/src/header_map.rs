@@ -40,6 +40,26 @@ struct Pair {
     value: (u32, u32),
 }
 
+/// [`HeaderMap::get_all`]'s iterator: a plain loop the compiler inlines
+/// into the caller (a scan over a map is mostly length comparisons).
+struct ValuesOf<'a> {
+    map: &'a HeaderMap,
+    pairs: std::slice::Iter<'a, Pair>,
+    name: &'a [u8],
+}
+
+impl<'a> Iterator for ValuesOf<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let map = self.map;
+        self.pairs
+            .find(|p| p.is_named(&map.names, self.name))
+            .map(|p| map.value(p))
+    }
+}
+
 impl Pair {
     /// Whether this pair's name (in `names`) is `key`, ignoring ASCII
     /// case. The length is compared first: most names differ there.
@@ -117,10 +137,11 @@ impl HeaderMap {
 
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
-        self.pairs
-            .iter()
-            .filter(move |p| p.is_named(&self.names, name.as_bytes()))
-            .map(|p| self.value(p))
+        ValuesOf {
+            map: self,
+            pairs: self.pairs.iter(),
+            name: name.as_bytes(),
+        }
     }
 
     /// Appends a pair, keeping existing values of the same name.
