@@ -37,6 +37,7 @@ thread_local! {
 
 /// Runs `f` on this worker's Vm for filter `i` of `chain`, creating it on
 /// first use. The RefCell borrow lasts for this synchronous call only.
+#[inline]
 pub(super) fn with_vm<R>(
     chain: &Arc<Chain>,
     i: usize,
@@ -60,7 +61,7 @@ pub(super) fn with_vm<R>(
 
 /// This worker's slot for filter `i` of `chain`, with a live Vm (created,
 /// or replaced if broken).
-#[inline]
+#[inline(always)]
 pub(super) fn slot<'m>(
     map: &'m mut Vec<WorkerChain>,
     chain: &Arc<Chain>,

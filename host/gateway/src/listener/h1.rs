@@ -525,6 +525,18 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_head_split_anywhere_waits_for_the_rest() {
+        let text = "GET /split HTTP/1.1\r\nhost: x\r\nx-long: abcdefghij\r\n\r\n";
+        for k in 1..text.len() {
+            let (parsed, rest) = parse_all(&text[..k]);
+            assert!(matches!(parsed, Parsed::Partial), "split at {k}");
+            assert_eq!(rest.len(), k, "nothing consumed at {k}");
+        }
+        let (parsed, rest) = parse_all(text);
+        assert!(matches!(parsed, Parsed::Request(..)) && rest.is_empty());
+    }
+
     fn head(response: Response<Body>, head_request: bool) -> (String, Framing, bool) {
         let (parts, body) = response.into_parts();
         let mut out = Vec::new();
