@@ -131,6 +131,10 @@ pub struct Stream {
     pub resume_response: bool,
     /// Set by proxy_close_stream.
     pub close_requested: bool,
+    /// Set when a filter changed `request_body` or `response_body`
+    /// (proxy_set_buffer_bytes); the embedder clears it. An embedder can
+    /// then pass on a chunk that no filter changed without copying it back.
+    pub body_changed: bool,
 }
 
 impl Stream {
@@ -166,6 +170,7 @@ impl Stream {
             resume_request,
             resume_response,
             close_requested,
+            body_changed,
         } = self;
         *context_id = 0;
         request_headers.clear();
@@ -180,6 +185,7 @@ impl Stream {
         *resume_request = false;
         *resume_response = false;
         *close_requested = false;
+        *body_changed = false;
     }
 }
 

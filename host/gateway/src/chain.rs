@@ -24,6 +24,7 @@ use std::{
     },
 };
 
+use bytes::Bytes;
 use wasmgate_abi::{Action, Fault, HttpCallRequest, Plugin, Properties, Stream, Vm};
 
 use crate::{
@@ -363,30 +364,39 @@ impl FilterRun {
 
     /// A chunk of body through the chain (synchronous: a body callback may
     /// hold data back by pausing, but waits for nothing). Returns what to
-    /// forward; empty while a filter buffers.
+    /// forward; empty while a filter buffers. A chunk no filter changed is
+    /// passed on as it came: the filters read a copy in the stream's
+    /// buffer, which keeps its allocation from chunk to chunk.
     ///
     /// # Errors
     /// A denied filter failure, or a filter closing the stream.
     pub fn body(
         &mut self,
         side: Side,
-        chunk: Vec<u8>,
+        chunk: Bytes,
         end_of_stream: bool,
     ) -> Result<BodyStep, ProxyError> {
-        let mut data = chunk;
+        let mut data = Chunk::AsGiven(chunk);
         for i in self.order(side) {
             if !self.members[i].active {
                 continue;
             }
             // A filter that paused earlier sees everything held so far.
-            let mut held = self.held.get_mut(i).map(std::mem::take).unwrap_or_default();
-            let input = if held.is_empty() {
-                std::mem::take(&mut data)
-            } else {
-                held.extend_from_slice(&data);
-                held
-            };
-            self.set_body(side, input);
+            let held = self.held.get_mut(i).map(std::mem::take).unwrap_or_default();
+            let fresh = held.is_empty() && matches!(data, Chunk::AsGiven(_));
+            let buf = body_buffer(&mut self.stream, side);
+            match &mut data {
+                _ if !held.is_empty() => {
+                    *buf = held;
+                    buf.extend_from_slice(data.bytes());
+                }
+                Chunk::Changed(bytes) => *buf = std::mem::take(bytes),
+                Chunk::AsGiven(bytes) => {
+                    buf.clear();
+                    buf.extend_from_slice(bytes);
+                }
+            }
+            self.stream.body_changed = false;
             let action = self.call(i, |vm, s| match side {
                 Side::Request => vm.on_request_body(s, end_of_stream),
                 Side::Response => vm.on_response_body(s, end_of_stream),
@@ -397,17 +407,27 @@ impl FilterRun {
             if let Some(local) = self.stream.local_response.take() {
                 return Ok(BodyStep::Respond(local));
             }
-            let body = self.take_body(side);
+            let unchanged = fresh && !self.stream.body_changed;
+            let buf = body_buffer(&mut self.stream, side);
             if action == Some(Action::Pause) && !end_of_stream {
+                let body = std::mem::take(buf);
                 if self.held.len() < self.members.len() {
                     self.held.resize(self.members.len(), Vec::new());
                 }
                 self.held[i] = body;
-                return Ok(BodyStep::Forward(Vec::new()));
+                return Ok(BodyStep::Forward(Bytes::new()));
             }
-            data = body;
+            if unchanged {
+                // The buffer is only valid during the callback.
+                buf.clear();
+            } else {
+                data = Chunk::Changed(std::mem::take(buf));
+            }
         }
-        Ok(BodyStep::Forward(data))
+        Ok(BodyStep::Forward(match data {
+            Chunk::AsGiven(bytes) => bytes,
+            Chunk::Changed(bytes) => Bytes::from(bytes),
+        }))
     }
 
     /// Trailers met while streaming a body: each filter sees and may edit
@@ -456,20 +476,6 @@ impl FilterRun {
             }
         }
         Ok(out)
-    }
-
-    fn set_body(&mut self, side: Side, body: Vec<u8>) {
-        match side {
-            Side::Request => self.stream.request_body = body,
-            Side::Response => self.stream.response_body = body,
-        }
-    }
-
-    fn take_body(&mut self, side: Side) -> Vec<u8> {
-        match side {
-            Side::Request => std::mem::take(&mut self.stream.request_body),
-            Side::Response => std::mem::take(&mut self.stream.response_body),
-        }
     }
 
     /// `on_log` then `on_done`/`on_delete` in every filter that has a
@@ -525,11 +531,36 @@ impl Drop for FilterRun {
     }
 }
 
+/// A body chunk on its way through the chain.
+enum Chunk {
+    /// As it came (no filter changed it so far).
+    AsGiven(Bytes),
+    /// As a filter left it.
+    Changed(Vec<u8>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::AsGiven(bytes) => bytes,
+            Chunk::Changed(bytes) => bytes,
+        }
+    }
+}
+
+/// The stream's buffer for `side`'s body, as the body callbacks see it.
+fn body_buffer(stream: &mut Stream, side: Side) -> &mut Vec<u8> {
+    match side {
+        Side::Request => &mut stream.request_body,
+        Side::Response => &mut stream.response_body,
+    }
+}
+
 /// What a body chunk became.
 #[derive(Debug)]
 pub enum BodyStep {
     /// Bytes to pass on (maybe empty while buffering).
-    Forward(Vec<u8>),
+    Forward(Bytes),
     /// A filter answered instead.
     Respond(wasmgate_abi::LocalResponse),
 }

@@ -170,12 +170,12 @@ impl<B> FilteredBody<B> {
     }
 
     /// Runs a data chunk (or the end) through the filters.
-    fn step(&mut self, data: Vec<u8>, eos: bool) -> Result<Bytes, BoxError> {
+    fn step(&mut self, data: Bytes, eos: bool) -> Result<Bytes, BoxError> {
         let Some(run) = self.run.as_mut() else {
-            return Ok(Bytes::from(data));
+            return Ok(data);
         };
         match run.body(self.side, data, eos) {
-            Ok(BodyStep::Forward(bytes)) => Ok(Bytes::from(bytes)),
+            Ok(BodyStep::Forward(bytes)) => Ok(bytes),
             Ok(BodyStep::Respond(local)) => Err(self.decided(Verdict::Respond(local))),
             Err(e) => Err(self.decided(Verdict::Fail(e))),
         }
@@ -219,7 +219,7 @@ where
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         let eos = this.inner.is_end_stream();
-                        let out = this.step(data.to_vec(), eos);
+                        let out = this.step(data, eos);
                         if eos {
                             this.end();
                         }
@@ -235,7 +235,7 @@ where
                         };
                         // Body filters see the end (and give back what they
                         // held) before the trailers.
-                        let flushed = match this.step(Vec::new(), true) {
+                        let flushed = match this.step(Bytes::new(), true) {
                             Ok(b) => b,
                             Err(e) => return Poll::Ready(Some(Err(e))),
                         };
@@ -258,7 +258,7 @@ where
                 None => {
                     // The stream ended without a final data frame: give the
                     // filters their end of stream (and release held data).
-                    let out = this.step(Vec::new(), true);
+                    let out = this.step(Bytes::new(), true);
                     this.end();
                     match out {
                         Ok(bytes) if bytes.is_empty() => return Poll::Ready(None),

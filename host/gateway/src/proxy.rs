@@ -23,6 +23,7 @@ use std::{
     time::Instant,
 };
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
@@ -345,6 +346,7 @@ async fn encode_local(
     local: LocalResponse,
 ) -> Result<Response<Body>, ProxyError> {
     let (mut parts, body) = stream_map::local_response_parts(local);
+    let body = Bytes::from(body);
     stream_map::response_headers_into(&mut run.stream, &parts);
     let end_of_stream = body.is_empty();
     match run.headers(Side::Response, end_of_stream).await? {

@@ -104,6 +104,11 @@ fn proxy_set_buffer_bytes(
         .into());
     }
     buf.splice(range, data.iter().copied());
+    if matches!(ty, buffer::HTTP_REQUEST_BODY | buffer::HTTP_RESPONSE_BODY)
+        && let Some(stream) = state.stream.get_mut()
+    {
+        stream.body_changed = true;
+    }
     status(Status::Ok)
 }
 

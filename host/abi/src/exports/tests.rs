@@ -78,6 +78,7 @@ fn properties_are_read_derived_and_set() {
     s.request_headers.add(":path", "/a?b");
     vm.create_stream(&mut s).unwrap();
     vm.on_request_headers(&mut s, true).unwrap();
+    assert!(!s.body_changed, "no body was set");
     assert_eq!(s.request_headers.get("x-name"), Some(&b"props"[..]));
     assert_eq!(s.request_headers.get("x-path"), Some(&b"/a?b"[..]));
     assert_eq!(
@@ -355,6 +356,7 @@ fn local_response_body_buffers_and_unimplemented_calls() {
         crate::Action::Pause
     );
     assert_eq!(s.request_body, b"pre-body-post");
+    assert!(s.body_changed, "set_buffer_bytes marks the body changed");
     let local = s.local_response.expect("local response");
     assert_eq!(local.status, 403);
     assert_eq!(local.details, "denied");
