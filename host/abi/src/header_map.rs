@@ -157,6 +157,7 @@ impl HeaderMap {
     /// [`Self::add`] for a name that is lowercase already (as `http` and
     /// hyper keep them): skips folding the case. A name that is not
     /// lowercase still matches lookups, which ignore case.
+    #[inline]
     pub fn add_lowercase(&mut self, name: &str, value: &[u8]) {
         debug_assert!(!name.bytes().any(|b| b.is_ascii_uppercase()), "{name}");
         self.compact_if_wasteful();
