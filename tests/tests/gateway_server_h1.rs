@@ -2,7 +2,8 @@
 //! server loop answers bodiless requests and hands the connection to hyper
 //! at the first request it does not take (`listener/h1.rs`). Pinned down
 //! with raw bytes: pipelined requests, a request with a body in the middle
-//! of a keep-alive connection, `connection: close`, HTTP/1.0 and garbage,
+//! of a keep-alive connection, `connection: close` (and nothing served
+//! after it), HTTP/1.0 and garbage,
 //! `date` on the gateway's own answers, and idle connections at shutdown.
 
 use std::{net::SocketAddr, time::Duration};
@@ -165,6 +166,34 @@ async fn connection_close_is_answered_and_honoured() -> anyhow::Result<()> {
     assert_eq!(r.status(), "200");
     assert_eq!(r.header("connection"), Some("close"));
     assert!(closes(&mut tcp, Duration::from_secs(5)).await, "still open");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_after_a_connection_close_request_is_served() -> anyhow::Result<()> {
+    let backend = backend::start().await?;
+    let gw = gateway_for(&backend).await?;
+    let mut tcp = TcpStream::connect(gw.addr()).await?;
+    let batch = [
+        get_head("/app/last", "connection: close\r\n"),
+        get_head("/app/ignored", ""),
+    ]
+    .concat();
+    tcp.write_all(batch.as_bytes()).await?;
+    let mut buf = Vec::new();
+    let r = read_response(&mut tcp, &mut buf).await?;
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(closes(&mut tcp, Duration::from_secs(5)).await, "still open");
+    assert!(
+        buf.is_empty(),
+        "a second response: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    let seen = backend
+        .wait_for_requests(2, Duration::from_millis(300))
+        .await;
+    let paths: Vec<&str> = seen.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/app/last"]);
     Ok(())
 }
 
