@@ -2,8 +2,9 @@
 //!
 //! A property path arrives as its segments joined with NUL (`request\0path`); the host keys
 //! properties by the dotted form (`request.path`). Lookup order: properties the embedder or
-//! the filter put on the stream, then those the stream shares with others, then values derived from the stream's header maps the way
-//! Envoy derives them, then the plugin attributes, then properties the filter set outside any
+//! the filter put on the stream, then those it shares with other streams
+//! ([`Stream::shared`]), then values derived from the stream's header maps the way Envoy
+//! derives them, then the plugin attributes, then properties the filter set outside any
 //! stream. Strings are raw bytes; integers are 8-byte little-endian.
 
 use std::borrow::Cow;
@@ -14,33 +15,10 @@ use crate::stream::{HeaderMap, Stream};
 /// Properties by dotted path, in the order they were set. A stream holds
 /// a handful, so a list beats a hash map: no hashing, and keys the
 /// embedder knows at compile time (`"source.address"`) are not allocated.
-/// [`Properties::clear`] keeps the values' buffers for
-/// [`Properties::insert_slice`], so a reused stream sets its properties
-/// without allocating.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Properties {
     entries: Vec<(Cow<'static, str>, Vec<u8>)>,
-    /// Emptied value buffers of cleared entries.
-    spare: Vec<Vec<u8>>,
 }
-
-impl PartialEq for Properties {
-    fn eq(&self, other: &Self) -> bool {
-        self.entries == other.entries
-    }
-}
-
-impl Eq for Properties {}
-
-impl std::fmt::Debug for Properties {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map().entries(self.iter()).finish()
-    }
-}
-
-/// Most emptied value buffers a [`Properties`] keeps, and their largest size.
-const MAX_SPARE: usize = 8;
-const MAX_SPARE_BYTES: usize = 256;
 
 impl Properties {
     /// No properties.
@@ -75,20 +53,6 @@ impl Properties {
         }
     }
 
-    /// Sets `path` to a copy of `value`, in a buffer a cleared entry left
-    /// behind when there is one.
-    pub fn insert_slice(&mut self, path: impl Into<Cow<'static, str>>, value: &[u8]) {
-        let path = path.into();
-        if let Some((_, v)) = self.entries.iter_mut().find(|(k, _)| *k == path) {
-            v.clear();
-            v.extend_from_slice(value);
-            return;
-        }
-        let mut v = self.spare.pop().unwrap_or_default();
-        v.extend_from_slice(value);
-        self.entries.push((path, v));
-    }
-
     /// Removes `path`, returning its value.
     pub fn remove(&mut self, path: &str) -> Option<Vec<u8>> {
         let i = self.entries.iter().position(|(k, _)| k == path)?;
@@ -105,15 +69,9 @@ impl Properties {
         self.entries.is_empty()
     }
 
-    /// Removes them all, keeping the allocation of the list and of (a
-    /// few of) the values.
+    /// Removes them all, keeping the allocation of the list.
     pub fn clear(&mut self) {
-        for (_, mut value) in self.entries.drain(..) {
-            if self.spare.len() < MAX_SPARE && value.capacity() <= MAX_SPARE_BYTES {
-                value.clear();
-                self.spare.push(value);
-            }
-        }
+        self.entries.clear();
     }
 
     /// Paths and values, in the order they were first set.
@@ -146,9 +104,9 @@ pub(crate) fn dotted(path: &[u8]) -> Option<String> {
 /// The value of property `key` as the guest should see it.
 pub(crate) fn lookup(state: &HostState, key: &str) -> Option<Vec<u8>> {
     if let Some(stream) = state.stream.get() {
-        let own = std::iter::once(&stream.properties);
-        let layers = own.chain(stream.shared.iter().map(|p| &**p));
-        if let Some(v) = layers.into_iter().find_map(|p| p.get(key)) {
+        let shared = stream.shared.iter().map(|p| &**p);
+        let mut layers = std::iter::once(&stream.properties).chain(shared);
+        if let Some(v) = layers.find_map(|p| p.get(key)) {
             return Some(v.clone());
         }
         if let Some(v) = derived(stream, key) {

@@ -344,12 +344,6 @@ impl Vm {
         result
     }
 
-    /// Whether proxy_http_call requests are waiting to be taken.
-    #[inline]
-    pub fn has_http_calls(&self) -> bool {
-        !self.core.store.data().http_calls.is_empty()
-    }
-
     /// proxy_http_call requests dispatched since the last take (from any callback).
     pub fn take_http_calls(&mut self) -> Vec<HttpCallRequest> {
         std::mem::take(&mut self.core.store.data_mut().http_calls)

@@ -245,12 +245,7 @@ impl FilterRun {
                 return (None, Vec::new());
             }
             let result = f(vm, stream);
-            let calls = if vm.has_http_calls() {
-                vm.take_http_calls()
-            } else {
-                Vec::new()
-            };
-            (Some(result), calls)
+            (Some(result), vm.take_http_calls())
         });
         match outcome {
             Ok((Some(Ok(value)), calls)) => {
@@ -385,15 +380,16 @@ impl FilterRun {
             let held = self.held.get_mut(i).map(std::mem::take).unwrap_or_default();
             let fresh = held.is_empty() && matches!(data, Chunk::AsGiven(_));
             let buf = body_buffer(&mut self.stream, side);
-            match &mut data {
-                _ if !held.is_empty() => {
-                    *buf = held;
-                    buf.extend_from_slice(data.bytes());
-                }
-                Chunk::Changed(bytes) => *buf = std::mem::take(bytes),
-                Chunk::AsGiven(bytes) => {
-                    buf.clear();
-                    buf.extend_from_slice(bytes);
+            if !held.is_empty() {
+                *buf = held;
+                buf.extend_from_slice(data.bytes());
+            } else {
+                match &mut data {
+                    Chunk::Changed(bytes) => *buf = std::mem::take(bytes),
+                    Chunk::AsGiven(bytes) => {
+                        buf.clear();
+                        buf.extend_from_slice(bytes);
+                    }
                 }
             }
             self.stream.body_changed = false;

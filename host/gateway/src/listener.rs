@@ -95,7 +95,6 @@ pub async fn accept_loop(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn serve(
     tcp: TcpStream,
     tls: Option<TlsAcceptor>,

@@ -25,7 +25,7 @@
 use std::{
     cell::RefCell,
     future::Future,
-    io,
+    io::{self, Write as _},
     mem::MaybeUninit,
     ops::Range,
     pin::Pin,
@@ -382,7 +382,8 @@ fn encode_head(
             (Some(Some(n)), _) => Framing::Length(n),
             (Some(None), _) => Framing::Close,
             (None, Some(n)) => {
-                put_field(out, b"content-length", n.to_string().as_bytes());
+                out.extend_from_slice(b"content-length: ");
+                let _ = write!(out, "{n}\r\n");
                 Framing::Length(n)
             }
             (None, None) => {
@@ -415,7 +416,7 @@ async fn put_data<IO: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     let chunked = framing == Framing::Chunked;
     if chunked {
-        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        let _ = write!(out, "{:x}\r\n", data.len());
     }
     if data.len() < COPY_LIMIT {
         out.extend_from_slice(&data);
