@@ -1,5 +1,5 @@
 //! Per-request cost of `secret_header.wasm` on the runtime: create the stream context,
-//! `on_request_headers`, `on_response_headers`, `on_log`, and `finish_stream` (on_done +
+//! `on_request_headers`, `on_response_headers`, and `end_stream` (on_log + on_done +
 //! on_delete), on one warm Vm, as a gateway worker runs it.
 //!
 //! `cargo bench -p wasmgate-abi --bench request`
@@ -108,8 +108,7 @@ fn bench<M: Measurement + 'static>(c: &mut Criterion<M>, prefix: &str) {
         vm.create_stream(s).unwrap();
         vm.on_request_headers(s, true).unwrap();
         vm.on_response_headers(s, false).unwrap();
-        vm.on_log(s).unwrap();
-        vm.finish_stream(s).unwrap();
+        vm.end_stream(s).unwrap();
     };
     // Steady state: one stream reused; undoing the filter's edit (removing the injected
     // header, no allocation) is the only extra work per iteration.

@@ -9,14 +9,15 @@
 //! Runtime::new(config)          engine, linker, epoch ticker, shared data/queues
 //!   .load(PluginSpec)  -> Plugin      compile (cached), validate, start once
 //!      .instantiate()  -> Vm          one store per worker; root context configured
-//!         create_stream / on_request_headers / ... / on_log / finish_stream
+//!         create_stream / on_request_headers / ... / end_stream (on_log + finish_stream)
 //! ```
 //!
 //! # Layout
 //!
 //! - [`runtime`]: [`Runtime`] and [`RuntimeConfig`]: engine settings, module cache, epoch ticker.
 //! - [`plugin`]: [`PluginSpec`], [`WasmSource`], [`Plugin`]: loading and export validation.
-//! - [`vm`]: [`Vm`]: one instance and the proxy-wasm lifecycle calls into it.
+//! - [`vm`]: [`Vm`]: one instance and the proxy-wasm lifecycle calls into it (`vm/start`:
+//!   instantiation; `vm/end`: a stream's last three callbacks in one entry).
 //! - [`stream`]: [`Stream`], [`HeaderMap`], [`LocalResponse`]: per-request state
 //!   (the map itself in `header_map`: one buffer for names, one for values, and
 //!   which names filters edited).
@@ -54,8 +55,7 @@
 //! vm.create_stream(&mut stream)?;
 //! assert_eq!(vm.on_request_headers(&mut stream, true)?, Action::Continue);
 //! assert!(stream.request_headers.get("x-api-key").is_some());
-//! vm.on_log(&mut stream)?;
-//! vm.finish_stream(&mut stream)?;
+//! vm.end_stream(&mut stream)?; // on_log, on_done, on_delete
 //! # Ok(())
 //! # }
 //! ```

@@ -53,7 +53,18 @@ pub(crate) fn str_slice<'m>(
     max: usize,
     what: &'static str,
 ) -> Result<Option<&'m str>, HostError> {
-    slice(mem, ptr, len, max, what).map(|b| std::str::from_utf8(b).ok())
+    slice(mem, ptr, len, max, what).map(utf8)
+}
+
+/// `bytes` as text. Names and paths are nearly always ASCII, which a word-at-a-time scan
+/// confirms faster than UTF-8 validation does for short strings.
+#[inline]
+fn utf8(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8.
+        return Some(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
+    std::str::from_utf8(bytes).ok()
 }
 
 /// Stores a little-endian u32 at `ptr`.

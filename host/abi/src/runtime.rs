@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::{Engine, Linker};
+use wasmtime::{Engine, Linker, Module};
 
 use crate::cache::ModuleCache;
 use crate::deadline::Deadline;
@@ -47,6 +47,8 @@ pub(crate) struct RuntimeInner {
     pub(crate) cache: Option<ModuleCache>,
     pub(crate) shared: Arc<SharedState>,
     pub(crate) config: RuntimeConfig,
+    /// Calls a stream's last three callbacks in one entry (`crate::vm::end`).
+    pub(crate) sequencer: Module,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -84,6 +86,8 @@ impl Runtime {
             })?),
             None => None,
         };
+        let sequencer = crate::vm::compile_sequencer(&engine)
+            .map_err(|e| engine_err("compiling the callback sequencer", &e))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)
             .map_err(|e| engine_err("linking WASI", &e))?;
@@ -100,6 +104,7 @@ impl Runtime {
                 cache,
                 shared: Arc::new(SharedState::default()),
                 config,
+                sequencer,
                 ticker_stop,
             }),
         })

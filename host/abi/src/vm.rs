@@ -45,6 +45,8 @@ struct Callbacks {
     http_call_response: Option<Cb5>,
     tick: Option<Cb1>,
     queue_ready: Option<Cb2>,
+    /// `proxy_on_log` + `proxy_on_done` + `proxy_on_delete` in one call, when all three exist.
+    sequencer: Option<end::Sequencer>,
 }
 
 /// One wasmtime Store + instance with its root context. Send, not Sync. After any Fault it is
@@ -417,6 +419,9 @@ impl Vm {
     }
 }
 
+mod end;
 mod start;
+
+pub(crate) use end::compile as compile_sequencer;
 #[cfg(test)]
 mod tests;

@@ -249,7 +249,9 @@ impl FilterRun {
         });
         match outcome {
             Ok((Some(Ok(value)), calls)) => {
-                self.calls.extend(calls.into_iter().map(|c| (i, c)));
+                if !calls.is_empty() {
+                    self.calls.extend(calls.into_iter().map(|c| (i, c)));
+                }
                 Ok(Some(value))
             }
             Ok((Some(Err(fault)), _)) => self.fail(i, Some(fault)).map(|()| None),
@@ -475,7 +477,8 @@ impl FilterRun {
     }
 
     /// `on_log` then `on_done`/`on_delete` in every filter that has a
-    /// context, in one borrow of its Vm. Called once; dropping an
+    /// context, in one borrow of its Vm (and one entry into the guest,
+    /// [`wasmgate_abi::Vm::end_stream`]). Called once; dropping an
     /// unfinished run does it too.
     pub fn finish(&mut self) {
         if std::mem::replace(&mut self.finished, true) {
@@ -492,17 +495,13 @@ impl FilterRun {
                     // Another stream broke the Vm that held our context.
                     return None;
                 }
-                // A filter skipped after a failure is not logged, but its
-                // context is still finished.
-                let logged = if member.active {
-                    vm.on_log(stream)
-                } else {
-                    Ok(())
-                };
-                if logged.is_ok() {
-                    let _ = vm.finish_stream(stream);
+                if member.active {
+                    return Some(vm.end_stream(stream));
                 }
-                Some(logged)
+                // A filter skipped after a failure is not logged, but its
+                // context is still finished (its failure counted already).
+                let _ = vm.finish_stream(stream);
+                Some(Ok(()))
             });
             // Counted (and a broken Vm replaced) like a failure in any other
             // callback; the request is over, so there is nothing to deny.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use wasmtime::{Instance, Store, TypedFunc, WasmParams, WasmResults};
 use wasmtime_wasi::WasiCtxBuilder;
 
+use super::end::Sequencer;
 use super::{Callbacks, Core, ROOT_CONTEXT_ID, Vm};
 use crate::error::{FaultKind, LoadError};
 use crate::logs::{GuestStdio, LogLevel, LogSink};
@@ -121,11 +122,26 @@ impl Vm {
             http_call_response: lookup.get("proxy_on_http_call_response")?,
             tick: lookup.get("proxy_on_tick")?,
             queue_ready: lookup.get("proxy_on_queue_ready")?,
+            sequencer: None,
         };
         let initialize: Option<TypedFunc<(), ()>> = lookup.get("_initialize")?;
         let main: Option<TypedFunc<(i32, i32), i32>> = lookup.get("main")?;
         let main_void: Option<TypedFunc<(), i32>> = lookup.get("__main_void")?;
         let start: Option<TypedFunc<(), ()>> = lookup.get("_start")?;
+
+        let mut cb = cb;
+        cb.sequencer = Sequencer::new(
+            &mut store,
+            &inner.runtime.inner.sequencer,
+            cb.log.as_ref(),
+            cb.done.as_ref(),
+            cb.delete.as_ref(),
+        )
+        .map_err(|e| LoadError::Instantiate {
+            plugin: spec.name.clone(),
+            module: shared.module.clone(),
+            reason: format!("the on_log/on_done/on_delete sequencer: {e:#}"),
+        })?;
 
         let window_ticks = inner.deadline.window_ticks;
         let mut vm = Vm {

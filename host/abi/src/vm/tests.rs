@@ -327,3 +327,116 @@ fn start_up_logs_are_captured_on_request() {
     assert_eq!(logs[0].message, "configured");
     assert!(plugin.instantiate().unwrap().take_logs().is_empty());
 }
+
+/// A module whose `on_log`, `on_done` and `on_delete` each log their name and context id
+/// (one digit), `on_done` answering `done`; `trap_in` names one that traps after logging.
+fn ending_module(name: &str, done: i32, trap_in: &str) -> crate::Plugin {
+    let imports = r#"(import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))"#;
+    let callback = |export: &str, text: &str, at: u32, result: &str| {
+        let sig = if result.is_empty() {
+            ""
+        } else {
+            "(result i32)"
+        };
+        let trap = if export == trap_in { "unreachable" } else { "" };
+        format!(
+            r#"(data (i32.const {at}) "{text} ?")
+            (func (export "{export}") (param $ctx i32) {sig}
+              (i32.store8 (i32.const {digit}) (i32.add (i32.const 48) (local.get $ctx)))
+              (drop (call $log (i32.const 2) (i32.const {at}) (i32.const {len})))
+              {trap} {result})"#,
+            digit = at as usize + text.len() + 1,
+            len = text.len() + 2,
+        )
+    };
+    let body = [
+        callback("proxy_on_log", "log", 100, ""),
+        callback("proxy_on_done", "done", 200, &format!("(i32.const {done})")),
+        callback("proxy_on_delete", "delete", 300, ""),
+    ]
+    .concat();
+    load(spec(name, imports, &body)).unwrap()
+}
+
+fn messages(vm: &mut crate::Vm) -> Vec<String> {
+    vm.take_logs().into_iter().map(|r| r.message).collect()
+}
+
+#[test]
+fn end_stream_runs_log_done_delete_in_order() {
+    let plugin = ending_module("ending", 1, "");
+    let mut vm = plugin.instantiate().unwrap();
+    vm.set_log_capture(true);
+    for _ in 0..2 {
+        let mut s = Stream::default();
+        vm.create_stream(&mut s).unwrap();
+        let ctx = s.context_id;
+        vm.end_stream(&mut s).unwrap();
+        assert_eq!(
+            messages(&mut vm),
+            [
+                format!("log {ctx}"),
+                format!("done {ctx}"),
+                format!("delete {ctx}")
+            ]
+        );
+    }
+    // `false` from on_done (the filter would finish later) still deletes, as
+    // finish_stream does.
+    let plugin = ending_module("ending-later", 0, "");
+    let mut vm = plugin.instantiate().unwrap();
+    vm.set_log_capture(true);
+    let mut s = Stream::default();
+    vm.create_stream(&mut s).unwrap();
+    vm.end_stream(&mut s).unwrap();
+    assert_eq!(messages(&mut vm), ["log 2", "done 2", "delete 2"]);
+}
+
+#[test]
+fn end_stream_faults_name_the_callback_that_failed() {
+    for (trap_in, ran) in [
+        ("proxy_on_log", 1),
+        ("proxy_on_done", 2),
+        ("proxy_on_delete", 3),
+    ] {
+        let plugin = ending_module(trap_in, 1, trap_in);
+        let mut vm = plugin.instantiate().unwrap();
+        vm.set_log_capture(true);
+        let mut s = Stream::default();
+        vm.create_stream(&mut s).unwrap();
+        let fault = vm.end_stream(&mut s).unwrap_err();
+        assert_eq!(fault.callback, trap_in);
+        assert!(matches!(fault.kind, FaultKind::Trap(_)), "{fault}");
+        assert!(vm.is_broken());
+        assert_eq!(messages(&mut vm).len(), ran, "{trap_in}");
+        // The stream is back with its owner, and a broken Vm refuses further calls.
+        assert_eq!(vm.end_stream(&mut s).unwrap_err().kind, FaultKind::Broken);
+    }
+    // on_done answering something that is not a bool: no on_delete, and the fault says so.
+    let plugin = ending_module("done-7", 7, "");
+    let mut vm = plugin.instantiate().unwrap();
+    vm.set_log_capture(true);
+    let mut s = Stream::default();
+    vm.create_stream(&mut s).unwrap();
+    let fault = vm.end_stream(&mut s).unwrap_err();
+    assert_eq!(
+        (fault.callback, fault.kind),
+        ("proxy_on_done", FaultKind::InvalidStatus)
+    );
+    assert_eq!(messages(&mut vm), ["log 2", "done 2"]);
+}
+
+#[test]
+fn end_stream_without_all_three_exports_calls_what_exists() {
+    let imports = r#"(import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))"#;
+    let body = r#"(data (i32.const 100) "log only")
+      (func (export "proxy_on_log") (param i32)
+        (drop (call $log (i32.const 2) (i32.const 100) (i32.const 8))))"#;
+    let plugin = load(spec("log-only", imports, body)).unwrap();
+    let mut vm = plugin.instantiate().unwrap();
+    vm.set_log_capture(true);
+    let mut s = Stream::default();
+    vm.create_stream(&mut s).unwrap();
+    vm.end_stream(&mut s).unwrap();
+    assert_eq!(messages(&mut vm), ["log only"]);
+}
