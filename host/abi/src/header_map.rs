@@ -310,10 +310,11 @@ impl HeaderMap {
     }
 
     pub(crate) fn remove_bytes(&mut self, name: &[u8]) {
-        let Ok(text) = std::str::from_utf8(name) else {
+        // A name that is not UTF-8 matches no pair: nothing to remove.
+        if self.position(name).is_none() {
             return;
-        };
-        if self.position(name).is_some() {
+        }
+        if let Ok(text) = std::str::from_utf8(name) {
             self.note_edit(text);
             self.remove(text);
         }

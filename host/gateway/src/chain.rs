@@ -80,8 +80,9 @@ pub enum Flow {
     /// Carry on proxying.
     Continue,
     /// A filter answered; send this instead of proxying (or of the
-    /// upstream's response).
-    Respond(wasmgate_abi::LocalResponse),
+    /// upstream's response). Boxed, as in [`BodyStep`] and [`Verdict`]: a
+    /// rare answer should not widen every request's futures.
+    Respond(Box<wasmgate_abi::LocalResponse>),
 }
 
 /// Which side of the exchange a phase is on.
@@ -126,7 +127,7 @@ pub struct FilterRun {
 #[derive(Debug)]
 pub enum Verdict {
     /// A filter answered locally.
-    Respond(wasmgate_abi::LocalResponse),
+    Respond(Box<wasmgate_abi::LocalResponse>),
     /// A filter failed under `deny`, or closed the stream.
     Fail(ProxyError),
 }
@@ -323,8 +324,10 @@ impl FilterRun {
             if self.stream.close_requested {
                 return Err(self.closed_by(i));
             }
-            if let Some(local) = self.stream.local_response.take() {
-                return Ok(Some(Flow::Respond(local)));
+            if self.stream.local_response.is_some()
+                && let Some(local) = self.stream.local_response.take()
+            {
+                return Ok(Some(Flow::Respond(Box::new(local))));
             }
             let resumed = match side {
                 Side::Request => std::mem::take(&mut self.stream.resume_request),
@@ -402,8 +405,10 @@ impl FilterRun {
             if self.stream.close_requested {
                 return Err(self.closed_by(i));
             }
-            if let Some(local) = self.stream.local_response.take() {
-                return Ok(BodyStep::Respond(local));
+            if self.stream.local_response.is_some()
+                && let Some(local) = self.stream.local_response.take()
+            {
+                return Ok(BodyStep::Respond(Box::new(local)));
             }
             let unchanged = fresh && !self.stream.body_changed;
             let buf = body_buffer(&mut self.stream, side);
@@ -557,5 +562,5 @@ pub enum BodyStep {
     /// Bytes to pass on (maybe empty while buffering).
     Forward(Bytes),
     /// A filter answered instead.
-    Respond(wasmgate_abi::LocalResponse),
+    Respond(Box<wasmgate_abi::LocalResponse>),
 }

@@ -187,7 +187,7 @@ impl<B> FilteredBody<B> {
         };
         match run.trailers_now(self.side, &trailers) {
             Ok(t) => match run.stream.local_response.take() {
-                Some(local) => Err(self.decided(Verdict::Respond(local))),
+                Some(local) => Err(self.decided(Verdict::Respond(Box::new(local)))),
                 None => Ok(t),
             },
             Err(e) => Err(self.decided(Verdict::Fail(e))),

@@ -246,7 +246,7 @@ async fn forward(
             let stream = stream_map::request_stream(&parts, conn, &chain.properties);
             let mut filter_run = chain.start(stream)?;
             if let Flow::Respond(local) = filter_run.headers(Side::Request, request_eos).await? {
-                return Box::pin(encode_local(filter_run, local)).await;
+                return Box::pin(encode_local(filter_run, *local)).await;
             }
             stream_map::apply_request(&filter_run.stream, &mut parts)?;
             if request_eos {
@@ -314,7 +314,7 @@ async fn forward(
         .await?
     {
         // The upstream's body is dropped unread; the filter's reply replaces it.
-        Flow::Respond(local) => return Ok(stream_map::local_response(local)),
+        Flow::Respond(local) => return Ok(stream_map::local_response(*local)),
         Flow::Continue => stream_map::apply_response(&filter_run.stream, &mut parts)?,
     }
     let body = if body.is_end_stream() {
@@ -332,7 +332,7 @@ async fn apply_verdict(
     verdict: Verdict,
 ) -> Result<Response<Body>, ProxyError> {
     match verdict {
-        Verdict::Respond(local) => encode_local(run, local).await,
+        Verdict::Respond(local) => encode_local(run, *local).await,
         Verdict::Fail(e) => Err(e),
     }
 }
@@ -350,7 +350,7 @@ async fn encode_local(
     stream_map::response_headers_into(&mut run.stream, &parts);
     let end_of_stream = body.is_empty();
     match run.headers(Side::Response, end_of_stream).await? {
-        Flow::Respond(again) => return Ok(stream_map::local_response(again)),
+        Flow::Respond(again) => return Ok(stream_map::local_response(*again)),
         Flow::Continue => stream_map::apply_response(&run.stream, &mut parts)?,
     }
     let body = if end_of_stream {
@@ -358,7 +358,7 @@ async fn encode_local(
     } else {
         match run.body(Side::Response, body, true)? {
             BodyStep::Forward(body) => body,
-            BodyStep::Respond(again) => return Ok(stream_map::local_response(again)),
+            BodyStep::Respond(again) => return Ok(stream_map::local_response(*again)),
         }
     };
     run.finish();
