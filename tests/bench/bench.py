@@ -9,8 +9,9 @@ rounds, and each figure is the median over rounds.
 
 Figures per target and protocol: requests/s, p50 and p99 latency, CPU
 microseconds per request (the proxy's utime+stime from /proc divided by the
-requests it served), peak RSS, non-2xx count, and CPU ratios against Envoy +
-wasm from the same run. Also wasmgate's start-up time to ready with a cold and
+requests it served), peak RSS, non-2xx count, CPU ratios against Envoy +
+wasm from the same run, and how busy each core was (from /proc/stat: when
+both are near 100 % the loop queues, which is what the p99 shows). Also wasmgate's start-up time to ready with a cold and
 a warm module cache, and RSS with 1,000 idle keep-alive connections.
 
 Usage: tests/bench/bench.py [--rounds N] [--duration S] [--out FILE]
@@ -89,6 +90,27 @@ def cpu_seconds(pid: int) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / ticks
+
+
+def core_times() -> dict[str, tuple[int, int]]:
+    """(busy, total) jiffies per CPU from /proc/stat."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        f = line.split()
+        if f and f[0].startswith("cpu") and f[0] != "cpu":
+            v = [int(x) for x in f[1:]]
+            idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+            out[f[0][3:]] = (sum(v) - idle, sum(v))
+    return out
+
+
+def busy_fraction(before: dict, after: dict, cpu: str) -> float:
+    """Share of `cpu`'s time spent busy between two core_times() samples."""
+    if cpu not in before or cpu not in after:
+        return 0.0
+    busy = after[cpu][0] - before[cpu][0]
+    total = after[cpu][1] - before[cpu][1]
+    return busy / total if total else 0.0
 
 
 def rss_kib(pid: int, key: str = "VmHWM") -> int:
@@ -427,16 +449,22 @@ def main() -> int:
             for proto in ("http1", "h2"):
                 for tg in targets:
                     pid = tg.proc.pid if tg.proc else backend.pid
-                    cpu0 = cpu_seconds(pid)
+                    cpu0, cores0 = cpu_seconds(pid), core_times()
                     if proto == "http1":
                         r = run_wrk(tg.port, args.connections, args.duration, tg.client_headers)
                     else:
                         r = run_h2load(tg.h2_port or tg.port, args.connections, args.duration, tg.client_headers, workdir)
+                    cores1 = core_times()
                     r["cpu_us"] = (cpu_seconds(pid) - cpu0) * 1e6 / max(r["requests"], 1)
                     r["rps"] = r["requests"] / args.duration
+                    # How saturated each side was: a closed loop whose two
+                    # cores are both near 100 % queues, and its p99 shows it.
+                    r["proxy_core_busy"] = busy_fraction(cores0, cores1, PROXY_CPU)
+                    r["load_core_busy"] = busy_fraction(cores0, cores1, LOAD_CPU)
                     results[tg.name][proto].append(r)
                     print(f"round {rnd + 1} {proto:5} {tg.name:24} {r['rps']:9.0f} req/s  "
                           f"cpu {r['cpu_us']:6.1f} us/req  p50 {r['p50_us']:7.0f} us  p99 {r['p99_us']:7.0f} us  "
+                          f"busy {r['proxy_core_busy']:4.0%}/{r['load_core_busy']:4.0%}  "
                           f"non2xx {r['non2xx']}", flush=True)
         peak = {tg.name: rss_kib(tg.proc.pid if tg.proc else backend.pid) for tg in targets}
         idle = {}
@@ -481,6 +509,7 @@ def summarize(results, peak, idle, args) -> dict:
             out["targets"][name][proto] = {
                 "rps": med(rows, "rps"), "p50_us": med(rows, "p50_us"), "p99_us": med(rows, "p99_us"),
                 "cpu_us": med(rows, "cpu_us"), "non2xx": sum(r["non2xx"] + r["errors"] for r in rows),
+                "proxy_core_busy": med(rows, "proxy_core_busy"), "load_core_busy": med(rows, "load_core_busy"),
             }
         out["targets"][name]["peak_rss_kib"] = peak.get(name)
         out["targets"][name]["idle_1000_rss_kib"] = idle.get(name)
@@ -495,14 +524,16 @@ def render(s: dict) -> str:
     ref = s["targets"].get("envoy + wasm (V8)", {})
     for proto, label in (("http1", "HTTP/1.1 keep-alive (wrk)"), ("h2", "HTTP/2 (h2load, 10 streams/conn)")):
         lines += [f"**{label}**", "",
-                  "| target | req/s | p50 µs | p99 µs | CPU µs/req | CPU vs Envoy+wasm | non-2xx |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+                  "| target | req/s | p50 µs | p99 µs | CPU µs/req | CPU vs Envoy+wasm | non-2xx "
+                  "| CPU 0 / CPU 1 busy |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         base = ref.get(proto, {}).get("cpu_us") or 0
         for name, t in s["targets"].items():
             r = t[proto]
             ratio = f"{r['cpu_us'] / base:.2f}" if base else "-"
             lines.append(f"| {name} | {r['rps']:.0f} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | "
-                         f"{r['cpu_us']:.1f} | {ratio} | {r['non2xx']} |")
+                         f"{r['cpu_us']:.1f} | {ratio} | {r['non2xx']} | "
+                         f"{r['proxy_core_busy']:.0%} / {r['load_core_busy']:.0%} |")
         lines.append("")
     lines += ["| target | peak RSS MiB | RSS with 1,000 idle keep-alive conns MiB |", "|---|---:|---:|"]
     for name, t in s["targets"].items():
