@@ -116,17 +116,10 @@ async fn serve(
             limits.max_header_bytes,
         )
     };
-    let in_flight = activity.clone();
-    // One request, whichever server path read it.
+    // One request, whichever server path read it. The lean path awaits
+    // this future directly (it is several KB: no wrapper to move it into).
     let call = move |req: Request<RequestBody>| {
-        let snapshot = shared.snapshot.load_full();
-        let guard = in_flight.request();
-        let info = info.clone();
-        async move {
-            let response = proxy::handle(req, info, snapshot).await;
-            drop(guard);
-            response
-        }
+        proxy::handle(req, info.clone(), shared.snapshot.load_full())
     };
     let served = async {
         match tls {
@@ -134,15 +127,25 @@ async fn serve(
                 // The lean HTTP/1.1 path first; hyper takes over at the
                 // first request it does not serve (h1.rs).
                 let mut io = CountedIo::new(tcp, activity.clone());
-                let read =
-                    match h1::serve(&mut io, max_headers, max_head_bytes, &mut stop, &call).await {
-                        h1::Ended::Closed => return Ok(()),
-                        h1::Ended::HandOff(read) => read,
-                    };
+                let read = match h1::serve(
+                    &mut io,
+                    max_headers,
+                    max_head_bytes,
+                    &mut stop,
+                    &activity,
+                    &call,
+                )
+                .await
+                {
+                    h1::Ended::Closed => return Ok(()),
+                    h1::Ended::HandOff(read) => read,
+                };
                 io.unread(read);
                 let io = TokioIo::new(io);
-                let service =
-                    service_fn(move |req: Request<Incoming>| call(req.map(RequestBody::Incoming)));
+                let in_flight = activity.clone();
+                let service = service_fn(move |req: Request<Incoming>| {
+                    counted(in_flight.clone(), call(req.map(RequestBody::Incoming)))
+                });
                 watcher
                     .watch(builder.serve_connection(io, service).into_owned())
                     .await
@@ -160,8 +163,10 @@ async fn serve(
                     }
                 };
                 let io = TokioIo::new(CountedIo::new(stream, activity.clone()));
-                let service =
-                    service_fn(move |req: Request<Incoming>| call(req.map(RequestBody::Incoming)));
+                let in_flight = activity.clone();
+                let service = service_fn(move |req: Request<Incoming>| {
+                    counted(in_flight.clone(), call(req.map(RequestBody::Incoming)))
+                });
                 watcher
                     .watch(builder.serve_connection(io, service).into_owned())
                     .await
@@ -183,4 +188,11 @@ async fn serve(
     if let Err(e) = result {
         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }
+}
+
+/// One request on hyper's path, counted as in flight until it is answered
+/// (the lean path counts its own, h1.rs).
+async fn counted<F: Future>(activity: Arc<Activity>, handling: F) -> F::Output {
+    let _in_flight = activity.request();
+    handling.await
 }

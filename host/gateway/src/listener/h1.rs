@@ -29,6 +29,7 @@ use std::{
     mem::MaybeUninit,
     ops::Range,
     pin::Pin,
+    sync::Arc,
     task::Poll,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -46,6 +47,7 @@ use crate::{
     body::{Body, BoxError, RequestBody},
     error::StreamReset,
     headers::sliced_map,
+    watchdog::Activity,
 };
 
 /// Most fields a head may have here; a head with more goes to hyper,
@@ -95,11 +97,13 @@ enum Persistence {
 
 /// Serves requests from `io` until the connection closes, the worker stops
 /// (`stop` turns true) or a request for hyper arrives.
+/// Each request counts as in flight on `activity` until `service` answers.
 pub(super) async fn serve<IO, S, F>(
     io: &mut IO,
     max_fields: usize,
     max_head_bytes: usize,
     stop: &mut watch::Receiver<bool>,
+    activity: &Arc<Activity>,
     service: &S,
 ) -> Ended
 where
@@ -141,7 +145,10 @@ where
             }
         };
         let head_request = req.method() == Method::HEAD;
-        let Ok(response) = service(req).await else {
+        let in_flight = activity.request();
+        let answer = service(req).await;
+        drop(in_flight);
+        let Ok(response) = answer else {
             // A filter reset the stream: no answer.
             return Ended::Closed;
         };
