@@ -12,7 +12,9 @@ Figures per target and protocol: requests/s, p50 and p99 latency, CPU
 microseconds per request (the proxy's utime+stime from /proc divided by the
 requests it served), peak RSS, non-2xx count, CPU ratios against Envoy +
 wasm from the same run, and how busy each core was (from /proc/stat: when
-both are near 100 % the loop queues, which is what the p99 shows). Also wasmgate's start-up time to ready with a cold and
+both are near 100 % the loop queues, which is what the p99 shows), and the
+comparisons the targets are judged by taken pairwise within each round (the
+host's speed drifts over minutes; seconds apart, the drift mostly cancels). Also wasmgate's start-up time to ready with a cold and
 a warm module cache, and RSS with 1,000 idle keep-alive connections.
 
 Usage: tests/bench/bench.py [--rounds N] [--duration S] [--out FILE]
@@ -517,6 +519,33 @@ def summarize(results, peak, idle, args) -> dict:
             }
         out["targets"][name]["peak_rss_kib"] = peak.get(name)
         out["targets"][name]["idle_1000_rss_kib"] = idle.get(name)
+    out["paired"] = paired(results)
+    return out
+
+
+PAIRS = {
+    # label: (target, against, figure, how)
+    "filter cost, CPU µs/req (wasmgate + wasm − wasmgate)": ("wasmgate + wasm", "wasmgate (no filter)", "cpu_us", "minus"),
+    "CPU, wasmgate + wasm / nginx": ("wasmgate + wasm", "nginx proxy_set_header", "cpu_us", "over"),
+    "CPU, wasmgate + wasm / Envoy + wasm": ("wasmgate + wasm", "envoy + wasm (V8)", "cpu_us", "over"),
+    "p99, wasmgate + wasm / nginx": ("wasmgate + wasm", "nginx proxy_set_header", "p99_us", "over"),
+    "p99, wasmgate + wasm / Envoy + wasm": ("wasmgate + wasm", "envoy + wasm (V8)", "p99_us", "over"),
+}
+
+
+def paired(results) -> dict:
+    """Target-against-target figures taken within each round, then the median
+    over rounds: the machine's speed drifts over minutes (shared host), and a
+    comparison inside one round, seconds apart, cancels most of that drift."""
+    out = {}
+    for proto in ("http1", "h2"):
+        out[proto] = {}
+        for label, (a, b, key, how) in PAIRS.items():
+            rows = zip(results.get(a, {}).get(proto, []), results.get(b, {}).get(proto, []))
+            vals = [ra[key] - rb[key] if how == "minus" else ra[key] / rb[key]
+                    for ra, rb in rows if how == "minus" or rb[key]]
+            if vals:
+                out[proto][label] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
     return out
 
 
@@ -538,6 +567,19 @@ def render(s: dict) -> str:
             lines.append(f"| {name} | {r['rps']:.0f} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | "
                          f"{r['cpu_us']:.1f} | {ratio} | {r['non2xx']} | "
                          f"{r['proxy_core_busy']:.0%} / {r['load_core_busy']:.0%} |")
+        lines.append("")
+    pairs = s.get("paired") or {}
+    if pairs:
+        lines += ["Paired within each round (median over rounds, and the range):", "",
+                  "| figure | HTTP/1.1 | HTTP/2 |", "|---|---:|---:|"]
+        for label in PAIRS:
+            cells = []
+            for proto in ("http1", "h2"):
+                v = pairs.get(proto, {}).get(label)
+                fmt = "{:.1f}" if label.startswith("filter") else "{:.2f}"
+                cells.append(f"{fmt.format(v['median'])} ({fmt.format(v['min'])}–{fmt.format(v['max'])})"
+                             if v else "-")
+            lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
         lines.append("")
     lines += ["| target | peak RSS MiB | RSS with 1,000 idle keep-alive conns MiB |", "|---|---:|---:|"]
     for name, t in s["targets"].items():
