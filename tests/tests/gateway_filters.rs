@@ -1,8 +1,9 @@
 //! Filter chains in the gateway with real `.wasm` filters built from
 //! source: failure policies (deny = 503, allow = skip) and fresh instances
 //! after a fault, the CPU deadline, chain order, local responses, http calls
-//! to named upstreams (pause and resume), body rewriting, and a filter whose
-//! `on_configure` fails stopping the start.
+//! to named upstreams (pause and resume), body rewriting, a filter whose
+//! `on_configure` fails stopping the start, and the order of a stream's
+//! callbacks through to `on_log` and `on_done`.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use http_body_util::Full;
 use tokio::net::TcpListener;
 use wasmgate_tests::{
     backend,
-    gateway::{self, Client, get, secret_header, send},
+    gateway::{self, Client, Process, get, secret_header, send},
     wasm,
 };
 
@@ -373,5 +374,58 @@ async fn queued_items_reach_the_registering_filter() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_ends_with_log_then_done_in_each_filter() -> anyhow::Result<()> {
+    // The gateway ends a stream in one entry into the guest (on_log, on_done,
+    // on_delete through a sequencer instance); the filter must see them in
+    // order, once, and its context must be gone for the next request.
+    let backend = backend::start().await?;
+    let filter = format!("      - {{ wasm: \"{}\" }}\n", wasm("lifecycle").display());
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, one_route(&backend.url(), &filter, ""))?;
+    let p = path.clone();
+    let process = tokio::task::spawn_blocking(move || Process::run(&p, &[])).await??;
+    for n in 1..=2 {
+        let r = get(process.addr, "a", &format!("/{n}"), &[]).await?;
+        assert_eq!(r.status, 200);
+    }
+    let second = 3; // context ids count from 2 on the worker's instance
+    assert!(
+        process
+            .wait_for_log(&format!("lifecycle: done:{second}"))
+            .is_some(),
+        "{:#?}",
+        process.logs()
+    );
+    let events: Vec<String> = process
+        .logs()
+        .iter()
+        .filter_map(|l| l.split("lifecycle: ").nth(1))
+        .map(|e| e.split_whitespace().next().unwrap_or("").to_string())
+        .filter(|e| e.ends_with(":2") || e.ends_with(":3"))
+        .collect();
+    let stream = |id: u32| -> Vec<String> {
+        [
+            "create",
+            "request_headers",
+            "response_headers",
+            "response_body",
+            "log",
+            "done",
+        ]
+        .iter()
+        .map(|e| format!("{e}:{id}"))
+        .collect()
+    };
+    assert_eq!(events, [stream(2), stream(3)].concat());
+    assert!(
+        !process.logs().iter().any(|l| l.contains("filter failed")),
+        "{:#?}",
+        process.logs()
+    );
     Ok(())
 }
