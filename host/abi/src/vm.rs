@@ -136,6 +136,16 @@ impl Core {
         }
     }
 
+    /// Checks what `proxy_on_done` returned: a bool, or the Vm is broken.
+    #[inline]
+    fn done_answer(&mut self, answer: i32) -> Result<(), Fault> {
+        if answer as u32 > 1 {
+            self.broken = true;
+            return Err(self.fault("proxy_on_done", FaultKind::InvalidStatus));
+        }
+        Ok(())
+    }
+
     #[inline]
     fn action(&mut self, callback: &'static str, code: i32) -> Result<Action, Fault> {
         Action::from_code(code as u32).ok_or_else(|| {
@@ -298,10 +308,7 @@ impl Vm {
         self.core.with_stream(s, |core, ctx| {
             if let Some(done) = done {
                 let r = core.call("proxy_on_done", done, ctx)?;
-                if r as u32 > 1 {
-                    core.broken = true;
-                    return Err(core.fault("proxy_on_done", FaultKind::InvalidStatus));
-                }
+                core.done_answer(r)?;
             }
             if let Some(delete) = delete {
                 core.call("proxy_on_delete", delete, ctx)?;

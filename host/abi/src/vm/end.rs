@@ -16,7 +16,7 @@
 use wasmtime::{Engine, Global, Instance, Module, Store, TypedFunc, Val};
 
 use super::Vm;
-use crate::error::{Fault, FaultKind};
+use crate::error::Fault;
 use crate::state::HostState;
 use crate::stream::Stream;
 
@@ -104,11 +104,7 @@ impl Vm {
                     fault.callback = CALLBACKS.get(phase).copied().unwrap_or(CALLBACKS[0]);
                     fault
                 })?;
-            if done as u32 > 1 {
-                core.broken = true;
-                return Err(core.fault(CALLBACKS[1], FaultKind::InvalidStatus));
-            }
-            Ok(())
+            core.done_answer(done)
         })
     }
 }

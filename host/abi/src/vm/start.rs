@@ -106,7 +106,7 @@ impl Vm {
             plugin: &spec.name,
             module: &shared.module,
         };
-        let cb = Callbacks {
+        let mut cb = Callbacks {
             context_create: lookup.get("proxy_on_context_create")?,
             vm_start: lookup.get("proxy_on_vm_start")?,
             configure: lookup.get("proxy_on_configure")?,
@@ -129,7 +129,6 @@ impl Vm {
         let main_void: Option<TypedFunc<(), i32>> = lookup.get("__main_void")?;
         let start: Option<TypedFunc<(), ()>> = lookup.get("_start")?;
 
-        let mut cb = cb;
         cb.sequencer = Sequencer::new(
             &mut store,
             &inner.runtime.inner.sequencer,
