@@ -11,6 +11,9 @@ run: setup
 
 test: setup lint
 	cargo test --workspace --all-targets
+	# The gateway suite again with the lean HTTP/1.1 paths off (hyper only):
+	# both ways must pass.
+	WASMGATE_LEAN_HTTP1=off cargo test -p wasmgate-tests --test 'gateway_*'
 	cargo test --workspace --doc
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p wasmgate-abi -p wasmgate-harness -p wasmgate -p secret-header
 

@@ -6,6 +6,7 @@
 //! - [`backend`]: a real echo backend (HTTP/1.1 + h2c) that records what it received.
 //! - [`envoy`]: a real Envoy started from the rendered `envoy-example/envoy.yaml`.
 //! - [`diff`]: the differential suite (Envoy and wasmgate side by side): scenarios and runner.
+//! - [`raw`]: a raw-socket backend that answers with scripted bytes and records what it received.
 //! - [`serve`]: the accept loop, connection serving and client exchange the servers and clients share.
 //! - [`record`]: shared logs (requests seen, child-process stderr) and readers of them.
 //! - [`wat()`]: paths of the hand-written `.wat` modules in `fixtures/wat/`.
@@ -16,6 +17,7 @@ pub mod backend;
 pub mod diff;
 pub mod envoy;
 pub mod gateway;
+pub mod raw;
 pub mod record;
 pub mod serve;
 pub mod tls;

@@ -65,7 +65,7 @@ fn check_reports_each_broken_configuration() -> anyhow::Result<()> {
         (
             "bad-duration.yaml",
             good().replace("connect_timeout: 2s", "connect_timeout: 2"),
-            vec!["bad-duration.yaml: line 5", "has no unit"],
+            vec!["bad-duration.yaml: line 5", "needs a unit"],
         ),
         (
             "unknown-upstream.yaml",

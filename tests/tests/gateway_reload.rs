@@ -120,7 +120,7 @@ async fn a_bad_reload_is_rejected_and_the_old_config_keeps_serving() -> anyhow::
 
 async fn admin_post(admin: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     let req = Request::post(path)
-        .header("host", "admin")
+        .header("host", admin.to_string())
         .body(Full::new(Bytes::new()))?;
     let r = gateway::send(admin, &gateway::Client::Http1, req).await?;
     Ok((r.status.as_u16(), r.text()))

@@ -6,6 +6,12 @@
 //!   redacted (a literal secret may stand there).
 //! - `POST /reload`: re-reads the configuration file; 200 with the new
 //!   generation, or 400 with the errors (the old configuration keeps serving).
+//!
+//! A `POST` must name the admin endpoint itself in `Host` (a loopback
+//! address, `localhost`, or the listener's own address) and in `Origin`
+//! when a browser sends one, so a web page cannot reach it through DNS
+//! rebinding; with `admin.token_env` set it must also carry
+//! `authorization: Bearer <token>` (compared in constant time).
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -29,17 +35,101 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
             _ = stop.changed() => return,
         };
         let Ok((tcp, _)) = accepted else { continue };
+        let Ok(local) = tcp.local_addr() else {
+            continue;
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
+            let service = service_fn(move |req: Request<Incoming>| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(respond(req, &shared).await) }
+                async move {
+                    let refused = if req.method() == Method::POST {
+                        refuse_post(&req, local, &shared)
+                    } else {
+                        None
+                    };
+                    let answer = match refused {
+                        Some(answer) => answer,
+                        None => respond(req, &shared).await,
+                    };
+                    Ok::<_, Infallible>(answer)
+                }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
                 .await;
         });
     }
+}
+
+/// Why a `POST` is refused, as the answer; `None` when it may go on.
+fn refuse_post(
+    req: &Request<Incoming>,
+    local: std::net::SocketAddr,
+    shared: &Shared,
+) -> Option<Response<Body>> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    let names_us = |authority: &str| {
+        let host = crate::route::strip_port(authority);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback() || ip == local.ip())
+    };
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let host_ok = header(header::HOST).is_some_and(names_us);
+    let origin_ok = header(header::ORIGIN).is_none_or(|origin| {
+        origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| names_us(authority.trim_end_matches('/')))
+    });
+    if !host_ok || !origin_ok {
+        return Some(text(
+            StatusCode::FORBIDDEN,
+            "forbidden: Host and Origin must name the admin endpoint\n",
+            PLAIN,
+        ));
+    }
+    let snapshot = shared.snapshot.load();
+    let token = snapshot
+        .config
+        .admin
+        .as_ref()
+        .and_then(|a| a.token_env.as_deref())
+        .map(std::env::var);
+    match token {
+        None => None,
+        Some(Ok(token)) if !token.is_empty() => {
+            let sent = header(header::AUTHORIZATION)
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if constant_time_eq(sent.as_bytes(), token.as_bytes()) {
+                None
+            } else {
+                Some(text(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized: send authorization: Bearer <admin token>\n",
+                    PLAIN,
+                ))
+            }
+        }
+        // Configured but unset: fail closed.
+        Some(_) => Some(text(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized: the admin token is not set\n",
+            PLAIN,
+        )),
+    }
+}
+
+/// Equality whose time does not depend on where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, &x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0);
+    }
+    diff == 0
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Response<Body> {

@@ -87,6 +87,11 @@ pub struct ServerTlsConfig {
 pub struct AdminConfig {
     /// `ip:port` of the admin endpoint; keep it on loopback.
     pub address: String,
+    /// Name of an environment variable holding a token that `POST`
+    /// requests must send as `authorization: Bearer <token>` (the token
+    /// itself never stands in the file).
+    #[serde(default)]
+    pub token_env: Option<String>,
 }
 
 /// Which HTTP version to speak to an upstream.
@@ -229,6 +234,23 @@ pub struct LimitsConfig {
     pub drain_timeout: Duration,
     /// HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+    /// Request headers whose name has an `_` (`Content_Length`): `drop`
+    /// (default, as nginx), `reject` (400) or `allow`. CGI-style backends
+    /// read `_` as `-`, so such a header can pose as another one.
+    pub headers_with_underscores: UnderscorePolicy,
+}
+
+/// What happens to a request header whose name has an `_`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UnderscorePolicy {
+    /// Removed before the filters run.
+    #[default]
+    Drop,
+    /// The request is answered 400.
+    Reject,
+    /// Passed on.
+    Allow,
 }
 
 impl Default for LimitsConfig {
@@ -241,6 +263,7 @@ impl Default for LimitsConfig {
             idle_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             max_concurrent_streams: 256,
+            headers_with_underscores: UnderscorePolicy::Drop,
         }
     }
 }

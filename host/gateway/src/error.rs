@@ -74,6 +74,23 @@ pub enum ProxyError {
         /// Filter name.
         filter: String,
     },
+    /// `TRACE` is answered by the gateway, never forwarded: a backend that
+    /// echoes it would hand the client the headers the filters injected.
+    #[error("TRACE is not forwarded")]
+    TraceRefused,
+    /// A request framing the gateway cannot forward as it came (a transfer
+    /// coding other than `chunked`).
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
+    /// A filter produced something the gateway refuses to send (a 1xx or
+    /// invalid `:status`): a filter fault.
+    #[error("route {route}: a filter set {what}")]
+    FilterInvalid {
+        /// Route name.
+        route: String,
+        /// What was wrong, in fixed words.
+        what: &'static str,
+    },
     /// A filter paused the request and never resumed it.
     #[error("route {route}: filter {filter}: paused the request and never resumed it")]
     FilterStalled {
@@ -105,9 +122,11 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } | ProxyError::FilterStalled { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            ProxyError::FilterFailed { .. } | ProxyError::StreamClosed { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::TraceRefused => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::FilterFailed { .. }
+            | ProxyError::FilterInvalid { .. }
+            | ProxyError::StreamClosed { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -130,7 +149,10 @@ impl ProxyError {
                 format!("upstream {upstream} timed out\n")
             }
             ProxyError::UpstreamFailed { upstream, .. } => format!("upstream {upstream} failed\n"),
+            ProxyError::TraceRefused => "TRACE is not forwarded\n".to_string(),
+            ProxyError::NotImplemented(what) => format!("not implemented: {what}\n"),
             ProxyError::FilterFailed { filter, .. } => format!("filter {filter} failed\n"),
+            ProxyError::FilterInvalid { route, .. } => format!("route {route}: a filter failed\n"),
             ProxyError::FilterStalled { filter, .. } => format!("filter {filter} stalled\n"),
             ProxyError::StreamClosed { filter, .. } => {
                 format!("filter {filter} closed the stream\n")
@@ -142,9 +164,17 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if matches!(self, ProxyError::TraceRefused) {
+            let allow = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
         if matches!(
             self,
-            ProxyError::BadRequest(_) | ProxyError::BodyTooLarge { .. }
+            ProxyError::BadRequest(_)
+                | ProxyError::BodyTooLarge { .. }
+                | ProxyError::NotImplemented(_)
         ) {
             // The rest of the connection cannot be trusted to be framed right.
             response

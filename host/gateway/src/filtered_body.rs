@@ -13,10 +13,7 @@
 
 use std::{
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     task::{Context, Poll, ready},
 };
 
@@ -28,6 +25,7 @@ use tokio::sync::oneshot;
 use crate::{
     body::{BoxError, RequestBody},
     chain::{BodyStep, FilterRun, Side, Verdict},
+    proxy::BodyWatch,
 };
 
 /// The request body, failing once more than `limit` bytes arrived.
@@ -35,18 +33,22 @@ pub struct LimitedBody {
     inner: RequestBody,
     remaining: u64,
     limit: u64,
-    exceeded: Arc<AtomicBool>,
+    watch: Arc<BodyWatch>,
 }
 
 impl LimitedBody {
-    /// Wraps a body; `exceeded` is set when the limit is crossed so the
-    /// pipeline can answer 413 instead of 502.
-    pub fn new(inner: RequestBody, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
+    /// Wraps a body; `watch` learns when the limit is crossed (so the
+    /// pipeline can answer 413 instead of 502) and when the body was read
+    /// to its end.
+    pub fn new(inner: RequestBody, limit: u64, watch: Arc<BodyWatch>) -> Self {
+        if inner.is_end_stream() {
+            watch.finished.store(true, Ordering::Relaxed);
+        }
         Self {
             inner,
             remaining: limit,
             limit,
-            exceeded,
+            watch,
         }
     }
 }
@@ -70,15 +72,21 @@ impl Body for LimitedBody {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > self.remaining {
-                        self.exceeded.store(true, Ordering::Relaxed);
+                        self.watch.exceeded.store(true, Ordering::Relaxed);
                         return Poll::Ready(Some(Err(Box::new(TooLarge(self.limit)))));
                     }
                     self.remaining -= len;
                 }
+                if self.inner.is_end_stream() {
+                    self.watch.finished.store(true, Ordering::Relaxed);
+                }
                 Some(Ok(frame))
             }
             Some(Err(e)) => Some(Err(Box::new(e))),
-            None => None,
+            None => {
+                self.watch.finished.store(true, Ordering::Relaxed);
+                None
+            }
         })
     }
 
@@ -103,12 +111,23 @@ pub struct FilteredBody<B> {
     pending: Option<Frame<Bytes>>,
     /// Filters have seen the end of the stream.
     ended: bool,
+    /// The length the body goes out with (`content-length`), if known:
+    /// what passes is held to it, or the body fails rather than leave the
+    /// next hop out of step.
+    length: Option<u64>,
+    /// Bytes passed on so far.
+    passed: u64,
 }
 
 impl<B> FilteredBody<B> {
     /// The request body; the receiver gets the run back when the body ends
     /// or is dropped.
-    pub fn request(inner: B, run: Box<FilterRun>) -> (Self, oneshot::Receiver<Box<FilterRun>>) {
+    /// `length`: the length the body is sent with, if it is sent with one.
+    pub fn request(
+        inner: B,
+        run: Box<FilterRun>,
+        length: Option<u64>,
+    ) -> (Self, oneshot::Receiver<Box<FilterRun>>) {
         let (tx, rx) = oneshot::channel();
         let body = Self {
             inner,
@@ -117,13 +136,15 @@ impl<B> FilteredBody<B> {
             back: Some(tx),
             pending: None,
             ended: false,
+            length,
+            passed: 0,
         };
         (body, rx)
     }
 
     /// The response body; the run finishes (`on_log`, `on_done`) when it ends
-    /// or is dropped.
-    pub fn response(inner: B, run: Box<FilterRun>) -> Self {
+    /// or is dropped. `length` as for [`FilteredBody::request`].
+    pub fn response(inner: B, run: Box<FilterRun>, length: Option<u64>) -> Self {
         Self {
             inner,
             side: Side::Response,
@@ -131,6 +152,27 @@ impl<B> FilteredBody<B> {
             back: None,
             pending: None,
             ended: false,
+            length,
+            passed: 0,
+        }
+    }
+
+    /// Counts `data` against the declared length: more than declared, or
+    /// less at the end, fails the body (a filter changed its length but
+    /// left `content-length`: a filter that changes a body's length removes
+    /// it, and the body goes out chunked).
+    fn held_to_length(&mut self, data: &Bytes, end: bool) -> Result<(), BoxError> {
+        self.passed += data.len() as u64;
+        match self.length {
+            Some(n) if self.passed > n || (end && self.passed != n) => {
+                self.length = None;
+                Err(format!(
+                    "a filter changed the body's length to {} but left content-length at {n}",
+                    self.passed
+                )
+                .into())
+            }
+            _ => Ok(()),
         }
     }
 
@@ -223,8 +265,10 @@ where
                         if eos {
                             this.end();
                         }
+                        let out = out.and_then(|b| this.held_to_length(&b, eos).map(|()| b));
                         match out {
-                            Ok(bytes) if bytes.is_empty() => continue,
+                            Ok(bytes) if bytes.is_empty() && !eos => continue,
+                            Ok(bytes) if bytes.is_empty() => return Poll::Ready(None),
                             Ok(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
                             Err(e) => return Poll::Ready(Some(Err(e))),
                         }
@@ -235,7 +279,10 @@ where
                         };
                         // Body filters see the end (and give back what they
                         // held) before the trailers.
-                        let flushed = match this.step(Bytes::new(), true) {
+                        let flushed = match this
+                            .step(Bytes::new(), true)
+                            .and_then(|b| this.held_to_length(&b, true).map(|()| b))
+                        {
                             Ok(b) => b,
                             Err(e) => return Poll::Ready(Some(Err(e))),
                         };
@@ -260,6 +307,7 @@ where
                     // filters their end of stream (and release held data).
                     let out = this.step(Bytes::new(), true);
                     this.end();
+                    let out = out.and_then(|b| this.held_to_length(&b, true).map(|()| b));
                     match out {
                         Ok(bytes) if bytes.is_empty() => return Poll::Ready(None),
                         Ok(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
@@ -275,9 +323,12 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        // Filters may change the length; the Content-Length header (if any)
-        // stays as the filter left it, as in Envoy.
-        SizeHint::default()
+        // Filters may change the length: known only when they left the
+        // declared one in place (and then held to it).
+        match self.length {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
     }
 }
 

@@ -1,6 +1,9 @@
-//! Header rules of a proxy: hop-by-hop headers (RFC 9110 §7.6.1) are
-//! dropped in both directions, and `x-forwarded-for`/`-proto`/`-host` tell
-//! the upstream who asked.
+//! Header rules of a proxy, in one place: hop-by-hop headers (RFC 9110
+//! §7.6.1) are dropped in both directions; framing is the proxy's own
+//! ([`own_framing`]: whatever a peer or a filter wrote, the length or
+//! coding of a body on the next hop is derived from the body actually
+//! sent); `Content-Length` is read strictly ([`content_length`]); and
+//! `x-forwarded-for`/`-proto`/`-host` tell the upstream who asked.
 
 use std::ops::Range;
 
@@ -15,7 +18,8 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 
 /// Removes `Connection`, the headers it names, and the other hop-by-hop
 /// headers (`Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `TE`,
-/// `Upgrade`). Framing is hyper's job on each side.
+/// `Upgrade`). A `TE` that accepts `trailers` becomes exactly
+/// `te: trailers` (gRPC needs it end to end; RFC 9110 §10.1.4).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names decides which removals (a hash lookup each)
     // are needed: most messages carry none, or only `Connection`.
@@ -44,6 +48,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     if other {
+        let trailers = tokens(headers, header::TE).any(|t| t.eq_ignore_ascii_case("trailers"));
         for name in [
             KEEP_ALIVE,
             PROXY_CONNECTION,
@@ -53,6 +58,104 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         ] {
             headers.remove(name);
         }
+        if trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+    }
+}
+
+/// The proxy owns framing: drops every connection-level and framing field
+/// (hop-by-hop ones and `Content-Length`), whoever wrote it, and sets
+/// `content-length: length` when the body going out is known to have that
+/// length. Without a length, the side that sends the message frames the
+/// body as it streams (chunked, or an HTTP/2 stream's end).
+pub fn own_framing(headers: &mut HeaderMap, length: Option<u64>) {
+    strip_hop_by_hop(headers);
+    match length {
+        Some(n) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        None => {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+    }
+}
+
+/// A response's fields as they go to the client: framing is the proxy's
+/// ([`own_framing`]), except that a response to `HEAD` keeps a valid
+/// `Content-Length` as the metadata it is there (the size a `GET` would
+/// get); 1xx, 204 and 304 carry none (RFC 9110 §8.6; hyper's server drops
+/// a 304's too, and both server paths must agree).
+pub fn own_response_framing(headers: &mut HeaderMap, status: http::StatusCode, head_request: bool) {
+    let metadata = head_request
+        && status != http::StatusCode::NO_CONTENT
+        && status != http::StatusCode::NOT_MODIFIED
+        && !status.is_informational();
+    let length = if metadata {
+        content_length(headers).ok().flatten()
+    } else {
+        None
+    };
+    own_framing(headers, length);
+}
+
+/// A `Content-Length` that is not one valid length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvalidLength;
+
+/// The `Content-Length` of a message, read strictly (RFC 9110 §8.6): ASCII
+/// digits only (no sign, no spaces inside), one value or a list of equal
+/// ones. `Ok(None)` when absent, `Err` when not valid.
+pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, InvalidLength> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let n = parse_digits(part.trim_ascii()).ok_or(InvalidLength)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(InvalidLength);
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length)
+}
+
+/// A decimal number of ASCII digits only, without overflow.
+fn parse_digits(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
+}
+
+/// Whether a message's `Transfer-Encoding` (present) is exactly `chunked`;
+/// any other coding would be lost by a proxy that decodes the chunks and
+/// frames the body anew, so such a message is refused rather than altered.
+pub fn is_only_chunked(headers: &HeaderMap) -> bool {
+    let mut codings = tokens(headers, header::TRANSFER_ENCODING).filter(|t| !t.is_empty());
+    codings
+        .next()
+        .is_some_and(|first| first.eq_ignore_ascii_case("chunked"))
+        && codings.next().is_none()
+}
+
+/// Whether any header name has an `_` (which CGI-style backends read as
+/// `-`: `Content_Length` would become `CONTENT_LENGTH`).
+pub fn has_underscore(headers: &HeaderMap) -> bool {
+    headers.keys().any(|n| n.as_str().contains('_'))
+}
+
+/// Drops every header whose name has an `_`.
+pub fn drop_underscored(headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
     }
 }
 
@@ -155,11 +258,95 @@ mod tests {
         assert!(h.contains_key("x-kept"));
 
         let mut h = HeaderMap::new();
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::TE, HeaderValue::from_static("gzip;q=1"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+
+        // `te: trailers` survives, as exactly that.
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("gzip, Trailers"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h[header::TE], "trailers");
+    }
+
+    #[test]
+    fn framing_is_the_proxys() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("40"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        own_framing(&mut h, None);
+        assert!(h.is_empty(), "{h:?}");
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("40"));
+        own_framing(&mut h, Some(2));
+        assert_eq!(h[header::CONTENT_LENGTH], "2");
+
+        let cl = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from_static(v));
+            h
+        };
+        // HEAD and 304 keep a valid length as metadata; 204 and others not.
+        for (status, head, kept) in [
+            (200, true, true),
+            (304, false, false),
+            (204, false, false),
+            (200, false, false),
+        ] {
+            let mut h = cl("12");
+            own_response_framing(&mut h, http::StatusCode::from_u16(status).unwrap(), head);
+            assert_eq!(
+                h.contains_key(header::CONTENT_LENGTH),
+                kept,
+                "{status} {head}"
+            );
+        }
+        let mut h = cl("+12");
+        own_response_framing(&mut h, http::StatusCode::OK, true);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn content_length_is_read_strictly() {
+        let cl = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            for part in v.split('|') {
+                h.append(header::CONTENT_LENGTH, HeaderValue::from_static(part));
+            }
+            content_length(&h)
+        };
+        assert_eq!(cl("12"), Ok(Some(12)));
+        assert_eq!(cl("3, 3"), Ok(Some(3)));
+        assert_eq!(cl("3|3"), Ok(Some(3)));
+        for bad in [
+            "+2",
+            "-1",
+            "3, 4",
+            "3|4",
+            "",
+            "1 2",
+            "0x10",
+            "99999999999999999999",
+        ] {
+            assert_eq!(cl(bad), Err(InvalidLength), "{bad:?}");
+        }
+        assert_eq!(content_length(&HeaderMap::new()), Ok(None));
+    }
+
+    #[test]
+    fn only_chunked_transfer_coding_passes() {
+        let te = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static(v));
+            is_only_chunked(&h)
+        };
+        assert!(te("chunked") && te("Chunked"));
+        assert!(!te("gzip, chunked") && !te("gzip") && !te("chunked, chunked"));
     }
 
     #[test]

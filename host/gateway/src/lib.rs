@@ -65,7 +65,9 @@
 //!   ticks, queues and root-context calls between requests ([`chain::timers`]).
 //! - [`filtered_body`]: streaming bodies through filters, body size limit.
 //! - [`stream_map`]: headers between hyper and the filters' view.
-//! - [`headers`]: hop-by-hop headers and `x-forwarded-*`.
+//! - [`headers`]: hop-by-hop headers, framing owned by the proxy, `x-forwarded-*`.
+//! - [`lean`]: the switch that turns the lean HTTP/1.1 paths off (`WASMGATE_LEAN_HTTP1=off`).
+//! - [`path`]: the normal form of a request path (routing and forwarding).
 //! - [`upstream`]: connections to upstreams, pooled per worker; hyper's client, and a
 //!   lean HTTP/1.1 client for bodiless idempotent requests (`upstream/h1.rs`).
 //! - [`tls`]: rustls server and client configurations.
@@ -91,8 +93,10 @@ pub mod demo;
 pub mod error;
 pub mod filtered_body;
 pub mod headers;
+pub mod lean;
 pub mod listener;
 pub mod metrics;
+pub mod path;
 pub mod proxy;
 pub mod route;
 pub mod snapshot;

@@ -121,8 +121,23 @@ async fn serve(
     let call = move |req: Request<RequestBody>| {
         proxy::handle(req, info.clone(), shared.snapshot.load_full())
     };
+    // hyper serves the connection (or the rest of it).
+    let hyper_serves = |io: Box<dyn Io>| {
+        let (in_flight, call) = (activity.clone(), call.clone());
+        let service = service_fn(move |req: Request<Incoming>| {
+            counted(in_flight.clone(), call(req.map(RequestBody::Incoming)))
+        });
+        watcher.watch(
+            builder
+                .serve_connection(TokioIo::new(io), service)
+                .into_owned(),
+        )
+    };
     let served = async {
         match tls {
+            None if !crate::lean::enabled() => {
+                hyper_serves(Box::new(CountedIo::new(tcp, activity.clone()))).await
+            }
             None => {
                 // The lean HTTP/1.1 path first; hyper takes over at the
                 // first request it does not serve (h1.rs).
@@ -141,14 +156,7 @@ async fn serve(
                     h1::Ended::HandOff(read) => read,
                 };
                 io.unread(read);
-                let io = TokioIo::new(io);
-                let in_flight = activity.clone();
-                let service = service_fn(move |req: Request<Incoming>| {
-                    counted(in_flight.clone(), call(req.map(RequestBody::Incoming)))
-                });
-                watcher
-                    .watch(builder.serve_connection(io, service).into_owned())
-                    .await
+                hyper_serves(Box::new(io)).await
             }
             Some(acceptor) => {
                 let stream = match tokio::time::timeout(header_read, acceptor.accept(tcp)).await {
@@ -162,14 +170,7 @@ async fn serve(
                         return Ok(());
                     }
                 };
-                let io = TokioIo::new(CountedIo::new(stream, activity.clone()));
-                let in_flight = activity.clone();
-                let service = service_fn(move |req: Request<Incoming>| {
-                    counted(in_flight.clone(), call(req.map(RequestBody::Incoming)))
-                });
-                watcher
-                    .watch(builder.serve_connection(io, service).into_owned())
-                    .await
+                hyper_serves(Box::new(CountedIo::new(stream, activity.clone()))).await
             }
         }
     };
@@ -189,6 +190,11 @@ async fn serve(
         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }
 }
+
+/// A client connection as hyper serves it: plain TCP or TLS (boxed: one
+/// service type for both; the extra indirection is per read, not per byte).
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 /// One request on hyper's path, counted as in flight until it is answered
 /// (the lean path counts its own, h1.rs).

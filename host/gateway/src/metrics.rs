@@ -107,6 +107,9 @@ pub struct UpstreamStats {
     pub timeouts: AtomicU64,
     /// Exchanges broken after connecting (502).
     pub failures: AtomicU64,
+    /// Idle pooled connections closed because the upstream had sent bytes
+    /// (or closed) after its last response.
+    pub discarded: AtomicU64,
 }
 
 /// Per-filter counters.
@@ -255,7 +258,7 @@ impl Collector for StatsCollector {
 
         let upstreams = snapshot(&self.stats.upstreams);
         type Pick = fn(&UpstreamStats) -> &AtomicU64;
-        let families: [(&str, &str, Pick); 5] = [
+        let families: [(&str, &str, Pick); 6] = [
             (
                 "wasmgate_upstream_requests",
                 "Requests sent to the upstream",
@@ -278,6 +281,11 @@ impl Collector for StatsCollector {
                 "wasmgate_upstream_failures",
                 "Exchanges broken after connecting",
                 |u| &u.failures,
+            ),
+            (
+                "wasmgate_upstream_discarded_connections",
+                "Idle connections closed because the upstream sent bytes after its response",
+                |u| &u.discarded,
             ),
         ];
         for (metric, help, pick) in families {

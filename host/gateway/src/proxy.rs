@@ -33,9 +33,13 @@ use crate::{
     access_log::Entry,
     body::{Body, RequestBody},
     chain::{BodyStep, FilterRun, Flow, Side, Verdict},
+    config::UnderscorePolicy,
     error::{ProxyError, StreamReset},
     filtered_body::{FilteredBody, LimitedBody},
-    headers::{add_forwarded, strip_hop_by_hop},
+    headers::{
+        add_forwarded, content_length, drop_underscored, has_underscore, is_only_chunked,
+        own_framing, own_response_framing, strip_hop_by_hop, tokens,
+    },
     route::first_match,
     snapshot::{Route, Snapshot},
     stream_map,
@@ -100,13 +104,29 @@ impl ConnInfo {
 /// # Errors
 /// [`StreamReset`] when a filter called `proxy_close_stream`.
 pub async fn handle(
-    req: Request<RequestBody>,
+    mut req: Request<RequestBody>,
     conn: ConnInfo,
     snapshot: Arc<Snapshot>,
 ) -> Result<Response<Body>, StreamReset> {
     let start = Instant::now();
+    // Routes match, and upstreams receive, the one normal form of the path.
+    if let Some(normal) = crate::path::normalize(req.uri().path()) {
+        let mut parts = req.uri().clone().into_parts();
+        let target = match req.uri().query() {
+            Some(q) => format!("{normal}?{q}"),
+            None => normal,
+        };
+        parts.path_and_query = target.parse().ok();
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
     let method = req.method().clone();
     let version = req.version();
+    let head_request = method == http::Method::HEAD;
+    // A request body still unread when the answer is ready (an early
+    // answer) means the connection cannot be reused: `connection: close`.
+    let body = (!req.body().is_end_stream()).then(|| Arc::new(BodyWatch::default()));
     // Cheap copies (reference-counted bytes) for matching and the log,
     // since the request itself moves on.
     let uri = req.uri().clone();
@@ -124,13 +144,19 @@ pub async fn handle(
     let mut sent_headers = None;
     let mut before = Vec::new();
     let mut reset = false;
-    let response = match route {
+    let mut response = match route {
         None => {
             snapshot_no_route(&snapshot);
             ProxyError::NoRoute.into_response()
         }
         Some(route) => {
-            match forward(req, &conn, &snapshot, route, &mut sent_headers, &mut before).await {
+            let exchange = Exchange {
+                conn: &conn,
+                snapshot: &snapshot,
+                route,
+                body: body.clone(),
+            };
+            match forward(req, exchange, &mut sent_headers, &mut before).await {
                 Ok(response) => response,
                 Err(e) => {
                     reset = matches!(e, ProxyError::StreamClosed { .. });
@@ -142,6 +168,12 @@ pub async fn handle(
             }
         }
     };
+    let early = body.is_some_and(|b| !b.finished.load(Ordering::Relaxed));
+    frame_response(
+        &mut response,
+        head_request,
+        early && version <= Version::HTTP_11,
+    );
     let elapsed = start.elapsed();
     // A reset counts (and logs) as status 0: nothing was answered.
     let status = if reset { 0 } else { response.status().as_u16() };
@@ -170,6 +202,41 @@ pub async fn handle(
     }
 }
 
+/// The last step before any response goes to the client, whatever made
+/// it (upstream, filter, error): the proxy owns framing
+/// ([`own_response_framing`]; the server frames the body by its size),
+/// and `connection: close` when asked for or when `close` (the request
+/// body was not read to the end, so the connection is out of step).
+fn frame_response(response: &mut Response<Body>, head_request: bool, close: bool) {
+    let status = response.status();
+    let headers = response.headers_mut();
+    let close = close
+        || (headers.contains_key(header::CONNECTION)
+            && tokens(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("close")));
+    own_response_framing(headers, status, head_request);
+    if close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+/// How far a request body was read.
+#[derive(Debug, Default)]
+pub struct BodyWatch {
+    /// Crossed `limits.max_body_bytes` (413 rather than 502).
+    pub exceeded: AtomicBool,
+    /// Read to its end.
+    pub finished: AtomicBool,
+}
+
+/// What one request's trip through a route needs besides the request.
+struct Exchange<'a> {
+    conn: &'a ConnInfo,
+    snapshot: &'a Snapshot,
+    route: &'a Route,
+    /// Present when the request has a body.
+    body: Option<Arc<BodyWatch>>,
+}
+
 fn snapshot_no_route(snapshot: &Snapshot) {
     snapshot
         .stats
@@ -178,48 +245,65 @@ fn snapshot_no_route(snapshot: &Snapshot) {
         .fetch_add(1, Ordering::Relaxed);
 }
 
-async fn forward(
-    req: Request<RequestBody>,
+/// Request checks: what the gateway refuses or answers itself before any
+/// filter runs, and the request's headers made the proxy's own
+/// (hop-by-hop out, the target's authority as `Host`, `x-forwarded-*` in).
+fn check_request(
+    parts: &mut http::request::Parts,
     conn: &ConnInfo,
     snapshot: &Snapshot,
-    route: &Route,
-    sent_headers: &mut Option<HeaderMap>,
-    before: &mut Vec<Option<HeaderValue>>,
-) -> Result<Response<Body>, ProxyError> {
-    let (mut parts, body) = req.into_parts();
-    // Request smuggling: hyper refuses conflicting Content-Lengths and a
-    // Transfer-Encoding that is not chunked (400). For Content-Length plus
-    // chunked it does what RFC 9112 §6.3 requires: chunked wins, the
-    // Content-Length is removed (so the upstream cannot frame it otherwise)
-    // and the connection is closed after the response, so bytes smuggled
-    // behind the body are never read as a request. HTTP/2 forbids
-    // Transfer-Encoding outright.
-    if parts.headers.len() > snapshot.limits.max_headers {
+) -> Result<Option<Response<Body>>, ProxyError> {
+    let limits = &snapshot.limits;
+    if parts.headers.len() > limits.max_headers {
         return Err(ProxyError::TooManyHeaders {
-            limit: snapshot.limits.max_headers,
+            limit: limits.max_headers,
         });
     }
-    let limit = snapshot.limits.max_body_bytes;
-    if body.size_hint().lower() > limit {
-        return Err(ProxyError::BodyTooLarge { limit });
+    if parts.method == http::Method::TRACE {
+        return Err(ProxyError::TraceRefused);
+    }
+    // RFC 9112 §3.2: more than one Host is a 400.
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    if hosts.next().is_some() && hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host"));
+    }
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) && !is_only_chunked(&parts.headers) {
+        return Err(ProxyError::NotImplemented(
+            "transfer coding other than chunked",
+        ));
+    }
+    match limits.headers_with_underscores {
+        UnderscorePolicy::Allow => {}
+        UnderscorePolicy::Drop => {
+            if has_underscore(&parts.headers) {
+                drop_underscored(&mut parts.headers);
+            }
+        }
+        UnderscorePolicy::Reject => {
+            if has_underscore(&parts.headers) {
+                return Err(ProxyError::BadRequest("header name with an underscore"));
+            }
+        }
+    }
+    if parts.method == http::Method::OPTIONS
+        && let Some(answer) = max_forwards(&mut parts.headers)
+    {
+        return Ok(Some(answer));
     }
     strip_hop_by_hop(&mut parts.headers);
-    // The authority of an absolute-form (or HTTP/2) request target wins over
-    // `Host`, and becomes `Host` when there is none.
+    // RFC 9112 §3.2.2: the authority of an absolute-form (or HTTP/2)
+    // target replaces `Host`; routing used it, so the filters and the
+    // upstream see the same.
     let host_value = match parts.uri.authority() {
         Some(authority) => {
-            let value = HeaderValue::from_str(authority.as_str()).ok();
-            if let Some(v) = &value
-                && !parts.headers.contains_key(header::HOST)
-            {
-                parts.headers.insert(header::HOST, v.clone());
-            }
-            value
+            let value = HeaderValue::from_str(authority.as_str())
+                .map_err(|_| ProxyError::BadRequest("request target"))?;
+            parts.headers.insert(header::HOST, value.clone());
+            Some(value)
         }
         None => parts.headers.get(header::HOST).cloned(),
     };
     add_forwarded(&mut parts.headers, conn.peer_ip(), conn.tls, host_value);
-    let upstream = &route.upstream;
     // Origin form, as the client meant it; the upstream's prefix is added
     // after the filters (which see the client's path).
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
@@ -229,16 +313,81 @@ async fn forward(
             http::Uri::from_parts(origin).map_err(|_| ProxyError::BadRequest("request target"))?;
     }
     parts.version = Version::HTTP_11;
+    Ok(None)
+}
+
+/// `Max-Forwards` on an `OPTIONS` request (RFC 9110 §7.6.2): at 0 the
+/// gateway is the final recipient and answers; above, it is decremented.
+fn max_forwards(headers: &mut HeaderMap) -> Option<Response<Body>> {
+    let value = headers.get(header::MAX_FORWARDS)?;
+    let n: u64 = value.to_str().ok()?.trim().parse().ok()?;
+    if n == 0 {
+        let mut answer = Response::new(crate::body::empty());
+        answer.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        return Some(answer);
+    }
+    headers.insert(header::MAX_FORWARDS, HeaderValue::from(n - 1));
+    None
+}
+
+/// The request's body length the filters left as the client declared it:
+/// `declared` when the headers still say exactly that.
+fn kept_length(declared: Option<u64>, headers: &HeaderMap) -> Option<u64> {
+    declared.filter(|&n| content_length(headers) == Ok(Some(n)))
+}
+
+async fn forward(
+    req: Request<RequestBody>,
+    exchange: Exchange<'_>,
+    sent_headers: &mut Option<HeaderMap>,
+    before: &mut Vec<Option<HeaderValue>>,
+) -> Result<Response<Body>, ProxyError> {
+    let Exchange {
+        conn,
+        snapshot,
+        route,
+        body: watch,
+    } = exchange;
+    let (mut parts, body) = req.into_parts();
+    // Request smuggling: hyper refuses conflicting Content-Lengths and a
+    // Transfer-Encoding that is not chunked (400). For Content-Length plus
+    // chunked it does what RFC 9112 §6.3 requires: chunked wins, the
+    // Content-Length is removed (so the upstream cannot frame it otherwise)
+    // and the connection is closed after the response, so bytes smuggled
+    // behind the body are never read as a request. HTTP/2 forbids
+    // Transfer-Encoding outright.
+    let limit = snapshot.limits.max_body_bytes;
+    if body.size_hint().lower() > limit {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    if let Some(answer) = check_request(&mut parts, conn, snapshot)? {
+        return Ok(answer);
+    }
+    let upstream = &route.upstream;
     if snapshot.access_log.wants_headers() {
         *before = snapshot.access_log.before(&parts.headers);
     }
 
     let request_eos = body.is_end_stream();
-    let too_large = Arc::new(AtomicBool::new(false));
-    let limited = LimitedBody::new(body, limit, too_large.clone());
+    // The body's length as the client framed it (a bodiless request with
+    // `content-length: 0` keeps saying so).
+    let declared = if request_eos {
+        parts
+            .headers
+            .contains_key(header::CONTENT_LENGTH)
+            .then_some(0)
+    } else {
+        body.size_hint().exact()
+    };
+    let watch = watch.unwrap_or_default();
+    let limited = LimitedBody::new(body, limit, watch.clone());
 
     let mut run = None;
     let mut run_back = None;
+    let mut length = declared;
     let upstream_body: Body = match &route.chain {
         None if request_eos => crate::body::empty(),
         None => limited.boxed_unsync(),
@@ -249,16 +398,20 @@ async fn forward(
                 return Box::pin(encode_local(filter_run, *local)).await;
             }
             stream_map::apply_request(&filter_run.stream, &mut parts)?;
+            length = kept_length(declared, &parts.headers);
             if request_eos {
                 run = Some(filter_run);
                 crate::body::empty()
             } else {
-                let (body, back) = FilteredBody::request(limited, filter_run);
+                let (body, back) = FilteredBody::request(limited, filter_run, length);
                 run_back = Some(back);
                 body.boxed_unsync()
             }
         }
     };
+    // Framing is the proxy's: whatever the client or a filter wrote, the
+    // upstream gets the length of the body that is sent, or a chunked one.
+    own_framing(&mut parts.headers, length);
     if !upstream.path_prefix.is_empty() {
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let uri = format!("{}{}", upstream.path_prefix, pq);
@@ -285,7 +438,7 @@ async fn forward(
             {
                 return Box::pin(apply_verdict(filter_run, verdict)).await;
             }
-            if too_large.load(Ordering::Relaxed) {
+            if watch.exceeded.load(Ordering::Relaxed) {
                 return Err(ProxyError::BodyTooLarge { limit });
             }
             return Err(e);
@@ -308,6 +461,9 @@ async fn forward(
     let Some(mut filter_run) = run else {
         return Ok(Response::from_parts(parts, body));
     };
+    // The length the upstream framed its body with (the response's
+    // `Content-Length` is dropped on the way out; see `frame_response`).
+    let declared = body.size_hint().exact();
     stream_map::response_headers_into(&mut filter_run.stream, &parts);
     match filter_run
         .headers(Side::Response, body.is_end_stream())
@@ -315,15 +471,25 @@ async fn forward(
     {
         // The upstream's body is dropped unread; the filter's reply replaces it.
         Flow::Respond(local) => return Ok(stream_map::local_response(*local)),
-        Flow::Continue => stream_map::apply_response(&filter_run.stream, &mut parts)?,
+        Flow::Continue => apply_response(&filter_run, &mut parts)?,
     }
     let body = if body.is_end_stream() {
         filter_run.finish();
         crate::body::empty()
     } else {
-        FilteredBody::response(body, filter_run).boxed_unsync()
+        let length = kept_length(declared, &parts.headers);
+        FilteredBody::response(body, filter_run, length).boxed_unsync()
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// Writes the filters' response header edits back; a `:status` the
+/// gateway will not send (1xx, invalid) is the filter's fault.
+fn apply_response(run: &FilterRun, parts: &mut http::response::Parts) -> Result<(), ProxyError> {
+    stream_map::apply_response(&run.stream, parts).map_err(|what| ProxyError::FilterInvalid {
+        route: run.chain().route.clone(),
+        what,
+    })
 }
 
 /// Answers with a decision a filter took in the request body phase.
@@ -351,7 +517,7 @@ async fn encode_local(
     let end_of_stream = body.is_empty();
     match run.headers(Side::Response, end_of_stream).await? {
         Flow::Respond(again) => return Ok(stream_map::local_response(*again)),
-        Flow::Continue => stream_map::apply_response(&run.stream, &mut parts)?,
+        Flow::Continue => apply_response(&run, &mut parts)?,
     }
     let body = if end_of_stream {
         body
@@ -362,11 +528,6 @@ async fn encode_local(
         }
     };
     run.finish();
-    if parts.headers.contains_key(header::CONTENT_LENGTH) {
-        // The body callbacks may have changed the length.
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    }
+    // Framed by the body's own size (the body callbacks may have changed it).
     Ok(Response::from_parts(parts, crate::body::full(body)))
 }

@@ -193,8 +193,9 @@ pub fn response_headers_into(stream: &mut Stream, parts: &response::Parts) {
 /// Writes what the filters changed in the response back.
 ///
 /// # Errors
-/// A `:status` a filter made invalid.
-pub fn apply_response(stream: &Stream, parts: &mut response::Parts) -> Result<(), ProxyError> {
+/// A `:status` a filter made invalid or informational (1xx: the gateway
+/// never sends an interim response in place of the final one).
+pub fn apply_response(stream: &Stream, parts: &mut response::Parts) -> Result<(), &'static str> {
     let map = &stream.response_headers;
     if !map.is_edited() {
         return Ok(());
@@ -207,7 +208,8 @@ pub fn apply_response(stream: &Stream, parts: &mut response::Parts) -> Result<()
             .parse::<u16>()
             .ok()
             .and_then(|s| StatusCode::from_u16(s).ok())
-            .ok_or(ProxyError::BadRequest(":status set by a filter"))?;
+            .filter(|s| !s.is_informational())
+            .ok_or("an invalid or 1xx :status")?;
     }
     if all {
         parts.headers.clear();
@@ -312,9 +314,11 @@ pub fn local_response(local: LocalResponse) -> Response<Body> {
 /// 500 and an invalid header is dropped (named in a warning).
 pub fn local_response_parts(local: LocalResponse) -> (response::Parts, Vec<u8>) {
     let (mut parts, ()) = Response::new(()).into_parts();
+    // A 1xx is no final answer: refused like an invalid status.
     parts.status = u16::try_from(local.status)
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
+        .filter(|s| !s.is_informational())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     append_regular(&local.headers, &mut parts.headers, "local response");
     if !local.body.is_empty() {

@@ -42,7 +42,7 @@ use crate::{
     body::{Body, BoxError},
     config::{Config, UpstreamConfig, UpstreamProtocol},
     error::ProxyError,
-    headers::strip_hop_by_hop,
+    headers::{is_only_chunked, strip_hop_by_hop},
     metrics::UpstreamStats,
     tls::{ClientTls, client_config},
 };
@@ -208,13 +208,17 @@ impl Upstream {
     /// [`ProxyError::UpstreamFailed`].
     pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let lean =
-            self.tls.is_none() && self.protocol != UpstreamProtocol::Http2 && h1::eligible(&req);
+        let lean = self.tls.is_none()
+            && self.protocol != UpstreamProtocol::Http2
+            && h1::eligible(&req)
+            && crate::lean::enabled();
         let exchange = async {
             if lean {
                 self.exchange_lean(req).await
             } else {
+                let head_request = req.method() == http::Method::HEAD;
                 let mut response = self.exchange(req).await?;
+                self.refuse_unframeable(&response, head_request)?;
                 strip_hop_by_hop(response.headers_mut());
                 Ok(response.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
             }
@@ -229,6 +233,40 @@ impl Upstream {
                 })
             }
         }
+    }
+
+    /// A response the gateway must not pass on: a `101` (no request asks
+    /// for an upgrade: `Upgrade` is hop-by-hop and never forwarded, so a
+    /// switch would smuggle a raw connection), or a transfer coding other
+    /// than `chunked` on a response with a body (it would be lost once
+    /// hyper decodes the chunks). The lean client refuses the same while
+    /// parsing (`upstream/h1.rs`).
+    fn refuse_unframeable(
+        &self,
+        response: &Response<Incoming>,
+        head_request: bool,
+    ) -> Result<(), ProxyError> {
+        let status = response.status();
+        let bodiless = head_request
+            || status == http::StatusCode::NO_CONTENT
+            || status == http::StatusCode::NOT_MODIFIED;
+        let reason = if status == http::StatusCode::SWITCHING_PROTOCOLS {
+            "protocol switch (101) to a request that asked for none"
+        } else if !bodiless
+            && response
+                .headers()
+                .contains_key(http::header::TRANSFER_ENCODING)
+            && !is_only_chunked(response.headers())
+        {
+            "transfer coding other than chunked"
+        } else {
+            return Ok(());
+        };
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        Err(ProxyError::UpstreamFailed {
+            upstream: self.name.clone(),
+            reason: format!("invalid response: {reason}"),
+        })
     }
 
     async fn exchange(
@@ -249,6 +287,7 @@ impl Upstream {
             };
             let result = match sender {
                 Sender::H1(mut s) => {
+                    frame_h1_body(&mut req);
                     let sent = s.try_send_request(req);
                     self.checkin(Sender::H1(s));
                     sent.await
@@ -299,8 +338,19 @@ impl Upstream {
         }
     }
 
+    /// The most recently used idle connection that is still clean
+    /// ([`h1::Conn::is_clean`]); unclean ones are closed on the way.
     fn checkout_raw(&self) -> Option<h1::Conn> {
-        POOLS.with_borrow_mut(|pools| pools.get_mut(&self.id)?.raw.pop())
+        POOLS.with_borrow_mut(|pools| {
+            let raw = &mut pools.get_mut(&self.id)?.raw;
+            while let Some(conn) = raw.pop() {
+                if conn.is_clean() {
+                    return Some(conn);
+                }
+                self.stats.discarded.fetch_add(1, Ordering::Relaxed);
+            }
+            None
+        })
     }
 
     /// Pools a lean-client connection whose exchange ended cleanly.
@@ -458,6 +508,22 @@ impl Upstream {
             }
         }
     }
+}
+
+/// A request body's framing on HTTP/1.1, from the body itself: its exact
+/// size as `content-length`, or chunked when unknown, whatever the method
+/// (hyper would send a GET's body of unknown size as none).
+fn frame_h1_body(req: &mut Request<Body>) {
+    use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+    use http_body::Body as _;
+    if req.body().is_end_stream() || req.headers().contains_key(CONTENT_LENGTH) {
+        return;
+    }
+    let value = match req.body().size_hint().exact() {
+        Some(n) => (CONTENT_LENGTH, http::HeaderValue::from(n)),
+        None => (TRANSFER_ENCODING, http::HeaderValue::from_static("chunked")),
+    };
+    req.headers_mut().insert(value.0, value.1);
 }
 
 async fn handshake<T>(io: T, h2: bool) -> Result<Sender, String>

@@ -143,7 +143,17 @@ pub async fn watch(activity: Arc<Activity>, idle: Duration, header_read: Duratio
 /// HTTP/2's connection preface, which a client sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
-/// A stream that counts its reads and writes in [`Activity`].
+/// Lingering close: after the gateway closes its side, what the client
+/// still sends is read and dropped until it stops for this long...
+const LINGER_QUIET: Duration = Duration::from_millis(500);
+/// ...or for this long at most.
+const LINGER_MAX: Duration = Duration::from_secs(5);
+
+/// A stream that counts its reads and writes in [`Activity`], and closes
+/// lingering: shutting it down sends the end of stream, then reads and
+/// drops what the client still sends (an upload answered early) until it
+/// goes quiet, so the kernel never answers those bytes with a reset that
+/// would destroy the response before the client reads it.
 #[derive(Debug)]
 pub struct CountedIo<T> {
     inner: T,
@@ -152,6 +162,14 @@ pub struct CountedIo<T> {
     preface: Option<usize>,
     /// Bytes read once and put back ([`CountedIo::unread`]).
     unread: BytesMut,
+    /// Set once our side is shut down: the lingering timers.
+    linger: Option<Linger>,
+}
+
+#[derive(Debug)]
+struct Linger {
+    quiet: Pin<Box<tokio::time::Sleep>>,
+    until: Instant,
 }
 
 impl<T> CountedIo<T> {
@@ -162,6 +180,7 @@ impl<T> CountedIo<T> {
             activity,
             preface: Some(0),
             unread: BytesMut::new(),
+            linger: None,
         }
     }
 
@@ -209,7 +228,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for CountedIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for CountedIo<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for CountedIo<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -243,7 +262,34 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CountedIo<T> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        if this.linger.is_none() {
+            std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            let now = Instant::now();
+            this.linger = Some(Linger {
+                quiet: Box::pin(tokio::time::sleep_until(now + LINGER_QUIET)),
+                until: now + LINGER_MAX,
+            });
+        }
+        let Some(linger) = this.linger.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut scratch = [0u8; 8192];
+        loop {
+            if linger.quiet.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    let next = (Instant::now() + LINGER_QUIET).min(linger.until);
+                    linger.quiet.as_mut().reset(next);
+                }
+                // The client closed too (or the socket failed): done.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 

@@ -56,7 +56,7 @@ fn unknown_key_names_line_and_key() {
 fn bad_duration_is_explained() {
     let bad = GOOD.replace("500ms", "500");
     let e = parse(&bad).unwrap_err().to_string();
-    assert!(e.contains("no unit"), "{e}");
+    assert!(e.contains("needs a unit"), "{e}");
 }
 
 #[test]

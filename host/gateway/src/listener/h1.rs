@@ -383,6 +383,19 @@ fn encode_head(
         with_date(|date| put_field(out, b"date", date));
     }
     let framing = if no_body {
+        // A HEAD answer states the length a GET would get, as hyper's
+        // server does (both server paths must agree).
+        let bodied_status = !(status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED);
+        if head_request
+            && bodied_status
+            && declared.is_none()
+            && let Some(n) = body.size_hint().exact().filter(|&n| n > 0)
+        {
+            out.extend_from_slice(b"content-length: ");
+            let _ = write!(out, "{n}\r\n");
+        }
         Framing::None
     } else {
         match (declared, body.size_hint().exact()) {

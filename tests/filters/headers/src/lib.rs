@@ -25,6 +25,11 @@
 //! replaced, `x-resp-remove` removed, `x-resp-added: yes` added, and
 //! `x-req-path` echoes the request path seen earlier.
 //!
+//! Framing on demand (for the tests that show the proxy owns framing): a
+//! request header `x-add-request: name: value` makes the filter add that
+//! header to the request, and `x-add-response: name: value` to the
+//! response (each may come more than once).
+//!
 //! Trailers (request and response alike): `x-trailer-added: yes` added,
 //! `x-trailer-replace` replaced with `replaced`, `x-trailer-remove` removed,
 //! `x-trailer-seen-pairs` holds the count read, and `x-trailer-seen-t` the
@@ -42,6 +47,18 @@ proxy_wasm::main! {{
 #[derive(Default)]
 struct Headers {
     request_path: Option<String>,
+    /// `x-add-response` entries, added in on_http_response_headers.
+    add_response: Vec<(String, String)>,
+}
+
+/// The `name: value` entries of every `header` in `pairs`.
+fn entries(pairs: &[(String, String)], header: &str) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .filter(|(k, _)| k == header)
+        .filter_map(|(_, v)| v.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect()
 }
 
 impl Context for Headers {}
@@ -113,6 +130,10 @@ impl HttpContext for Headers {
                 self.set_http_request_headers(map);
             }
         }
+        for (name, value) in entries(&pairs, "x-add-request") {
+            self.add_http_request_header(&name, &value);
+        }
+        self.add_response = entries(&pairs, "x-add-response");
         self.request_path = path;
         Action::Continue
     }
@@ -160,6 +181,9 @@ impl HttpContext for Headers {
         self.add_http_response_header("x-resp-added", "yes");
         let path = or_none(self.request_path.as_deref());
         self.add_http_response_header("x-req-path", &path);
+        for (name, value) in std::mem::take(&mut self.add_response) {
+            self.add_http_response_header(&name, &value);
+        }
         if let Some(mode) = self.get_http_response_header("x-resp-set-map") {
             let mut map: Vec<(String, String)> = self
                 .get_http_response_headers()
