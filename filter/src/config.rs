@@ -29,6 +29,7 @@ pub use entry::{Header, Rename};
 pub use reference::{Env, env_variable_name};
 
 use crate::error::{ConfigError, Problem};
+use crate::verify::Verify;
 use serde_json::{Map, Value};
 
 /// What the filter does to each request's headers, in Kong's order, then `set`.
@@ -46,6 +47,8 @@ pub struct Plan {
     pub append: Vec<Header>,
     /// `set.headers` (ours): drop every client copy, then set exactly this one value.
     pub set: Vec<Header>,
+    /// `verify` (ours): refuse requests without an accepted secret; runs before the rest.
+    pub verify: Option<Verify>,
 }
 
 /// The sections, in the order they apply.
@@ -73,6 +76,7 @@ impl Plan {
         for (key, value) in &doc {
             match key.as_str() {
                 "http_method" => null_or_empty(value, key)?,
+                "verify" => plan.verify = Some(Verify::parse(value, env)?),
                 section if SECTIONS.contains(&section) => {
                     let entries = section_entries(section, value)?;
                     plan.fill(section, &entries, env)?;
@@ -80,7 +84,7 @@ impl Plan {
                 other => {
                     return Err(ConfigError::document(Problem::UnknownKey {
                         key: shorten(other),
-                        known: "remove, rename, replace, add, append, set",
+                        known: "remove, rename, replace, add, append, set, verify",
                     }));
                 }
             }
@@ -99,6 +103,7 @@ impl Plan {
             && self.add.is_empty()
             && self.append.is_empty()
             && self.set.is_empty()
+            && self.verify.is_none()
     }
 
     /// A one-line count of operations for logs, e.g. `remove 0, rename 0, ..., set 1`, plus
@@ -109,7 +114,7 @@ impl Plan {
             .flatten()
             .map(|h| h.name.as_str())
             .collect();
-        format!(
+        let mut summary = format!(
             "remove {}, rename {}, replace {}, add {}, append {}, set {} (writes: {})",
             self.remove.len(),
             self.rename.len(),
@@ -122,7 +127,16 @@ impl Plan {
             } else {
                 written.join(", ")
             },
-        )
+        );
+        if let Some(verify) = &self.verify {
+            summary.push_str(&format!(
+                "; verify {} ({} accepted values, strip {})",
+                verify.header,
+                verify.accepted_values(),
+                verify.strip
+            ));
+        }
+        summary
     }
 
     /// Parses the entries of one section into the plan.
@@ -208,7 +222,7 @@ fn section_entries<'a>(section: &str, value: &'a Value) -> Result<Vec<&'a str>, 
 }
 
 /// A JSON array of strings (null counts as empty).
-fn string_list<'a>(at: &str, value: &'a Value) -> Result<Vec<&'a str>, ConfigError> {
+pub(crate) fn string_list<'a>(at: &str, value: &'a Value) -> Result<Vec<&'a str>, ConfigError> {
     match value {
         Value::Null => Ok(Vec::new()),
         Value::Array(items) => items
@@ -250,12 +264,57 @@ fn null_or_empty(value: &Value, at: &str) -> Result<(), ConfigError> {
 }
 
 /// An unknown key, cut to a readable length (it is echoed in the error).
-fn shorten(key: &str) -> String {
+pub(crate) fn shorten(key: &str) -> String {
     const MAX: usize = 40;
     match key.char_indices().nth(MAX) {
         Some((cut, _)) => format!("{}...", &key[..cut]),
         None => key.to_owned(),
     }
+}
+
+/// The object at `at`; `shape` describes it in the error.
+pub(crate) fn object<'a>(
+    at: &str,
+    value: &'a Value,
+    shape: &'static str,
+) -> Result<&'a Map<String, Value>, ConfigError> {
+    value
+        .as_object()
+        .ok_or_else(|| ConfigError::at(at, Problem::WrongType { expected: shape }))
+}
+
+/// A JSON boolean at `at`.
+pub(crate) fn bool_at(at: &str, value: &Value) -> Result<bool, ConfigError> {
+    value.as_bool().ok_or_else(|| {
+        ConfigError::at(
+            at,
+            Problem::WrongType {
+                expected: "true or false",
+            },
+        )
+    })
+}
+
+/// A JSON string at `at`.
+pub(crate) fn str_at<'a>(at: &str, value: &'a Value) -> Result<&'a str, ConfigError> {
+    value.as_str().ok_or_else(|| {
+        ConfigError::at(
+            at,
+            Problem::WrongType {
+                expected: "a string",
+            },
+        )
+    })
+}
+
+/// A header name at `at`: a valid token, lower-cased, not one the proxy manages.
+pub(crate) fn header_name_at(at: &str, value: &Value) -> Result<String, ConfigError> {
+    entry::header_name(str_at(at, value)?, "header name").map_err(|p| ConfigError::at(at, p))
+}
+
+/// A value that may be or hold a secret: checked like a header value, references resolved.
+pub(crate) fn secret_value(raw: &str, env: Env<'_>) -> Result<String, Problem> {
+    entry::value(raw, env)
 }
 
 #[cfg(test)]

@@ -9,31 +9,67 @@
 //! - [`config`]: plugin configuration (JSON) → a validated [`config::Plan`], with
 //!   `{vault://env/NAME}` references resolved at configure time.
 //! - [`transform`]: the pure function that applies a plan to a request's headers.
+//! - [`verify`]: the backend's check of a shared secret (constant time, several values).
+//! - [`crypto`]: SHA-256, HMAC-SHA256, constant-time comparison and base64.
 //! - [`error`]: configuration errors that name the key and entry, never a secret.
 //! - this file: the proxy-wasm wiring only, compiled for wasm32. The plan is parsed once in
 //!   `on_configure` and shared with every request through an `Rc`; a request runs
-//!   [`transform::apply`] straight against the host's header map.
+//!   `verify` first (a refused request gets a local 401 and goes no further), then
+//!   [`transform::apply`] straight against the host's header map. Counters are proxy-wasm
+//!   metrics, defined in `on_configure`.
 
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod transform;
+pub mod verify;
 
 #[cfg(target_arch = "wasm32")]
 mod wiring {
     use crate::config::Plan;
     use crate::transform::{self, Headers};
+    use crate::verify;
+    use proxy_wasm::hostcalls;
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
-    use proxy_wasm::types::{Action, ContextType, LogLevel};
+    use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
     use std::rc::Rc;
 
     proxy_wasm::main! {{
         proxy_wasm::set_log_level(LogLevel::Info);
-        proxy_wasm::set_root_context(|_| Box::new(Root { plan: None }));
+        proxy_wasm::set_root_context(|_| Box::new(Root { shared: None }));
     }}
 
     /// The plugin: holds the plan of the last successful `on_configure`.
     struct Root {
-        plan: Option<Rc<Plan>>,
+        shared: Option<Rc<Shared>>,
+    }
+
+    /// What every request of one configuration reads.
+    struct Shared {
+        plan: Plan,
+        metrics: Metrics,
+    }
+
+    /// Counter ids by name, defined once per configuration (a host hands back the same id
+    /// for a name it already knows).
+    #[derive(Default)]
+    struct Metrics(Vec<(&'static str, u32)>);
+
+    impl Metrics {
+        fn define(&mut self, names: impl IntoIterator<Item = &'static str>) {
+            for name in names {
+                match hostcalls::define_metric(MetricType::Counter, name) {
+                    Ok(id) => self.0.push((name, id)),
+                    Err(status) => log::warn!("secret-header: metric {name}: {status:?}"),
+                }
+            }
+        }
+
+        fn increment(&self, name: &str) {
+            if let Some((_, id)) = self.0.iter().find(|(n, _)| *n == name) {
+                let _ = hostcalls::increment_metric(*id, 1);
+            }
+        }
     }
 
     impl Context for Root {}
@@ -44,7 +80,12 @@ mod wiring {
             match Plan::parse(&config, &|name| std::env::var(name).ok()) {
                 Ok(plan) => {
                     log::info!("secret-header: configured: {}", plan.summary());
-                    self.plan = Some(Rc::new(plan));
+                    let mut metrics = Metrics::default();
+                    if plan.verify.is_some() {
+                        metrics.define([verify::ACCEPTED_METRIC]);
+                        metrics.define(verify::Rejection::ALL.map(verify::Rejection::metric));
+                    }
+                    self.shared = Some(Rc::new(Shared { plan, metrics }));
                     true
                 }
                 Err(e) => {
@@ -56,7 +97,7 @@ mod wiring {
 
         fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
             Some(Box::new(Request {
-                plan: self.plan.clone(),
+                shared: self.shared.clone(),
             }))
         }
 
@@ -67,21 +108,53 @@ mod wiring {
 
     /// One request.
     struct Request {
-        plan: Option<Rc<Plan>>,
+        shared: Option<Rc<Shared>>,
     }
 
     impl Context for Request {}
 
     impl HttpContext for Request {
         fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-            let Some(plan) = &self.plan else {
+            let Some(shared) = self.shared.clone() else {
                 // Hosts do not run a plugin whose on_configure failed; if one does anyway,
                 // fail closed rather than forward the request without its secret.
                 self.send_http_response(500, vec![], Some(b"secret-header: not configured\n"));
                 return Action::Pause;
             };
+            let (plan, metrics) = (&shared.plan, &shared.metrics);
+            if let Some(verify) = &plan.verify {
+                let mut headers = HostHeaders(self);
+                match verify.check(&headers.values(&verify.header)) {
+                    Ok(()) => {
+                        metrics.increment(verify::ACCEPTED_METRIC);
+                        if verify.strip {
+                            headers.remove(&verify.header);
+                        }
+                    }
+                    Err(reason) => {
+                        metrics.increment(reason.metric());
+                        self.unauthorized(&verify.challenge);
+                        return Action::Pause;
+                    }
+                }
+            }
             transform::apply(plan, &mut HostHeaders(self));
             Action::Continue
+        }
+    }
+
+    impl Request {
+        /// The one answer every rejection gets: 401, a challenge, and a body that says nothing.
+        fn unauthorized(&self, challenge: &str) {
+            self.send_http_response(
+                401,
+                vec![
+                    ("www-authenticate", challenge),
+                    ("content-type", "text/plain"),
+                    ("cache-control", "no-store"),
+                ],
+                Some(verify::REJECTION_BODY),
+            );
         }
     }
 
