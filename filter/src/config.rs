@@ -29,7 +29,9 @@ pub use entry::{Header, Rename};
 pub use reference::{Env, env_variable_name};
 
 use crate::error::{ConfigError, Problem};
+use crate::sign::Sign;
 use crate::verify::Verify;
+use crate::verify_signature::VerifySignature;
 use serde_json::{Map, Value};
 
 /// What the filter does to each request's headers, in Kong's order, then `set`.
@@ -49,6 +51,11 @@ pub struct Plan {
     pub set: Vec<Header>,
     /// `verify` (ours): refuse requests without an accepted secret; runs before the rest.
     pub verify: Option<Verify>,
+    /// `verify_signature` (ours): refuse requests without a valid RFC 9421 signature; runs
+    /// after `verify`, before the header operations.
+    pub verify_signature: Option<VerifySignature>,
+    /// `sign` (ours): sign the request as it leaves, after every header operation.
+    pub sign: Option<Sign>,
 }
 
 /// The sections, in the order they apply.
@@ -77,6 +84,10 @@ impl Plan {
             match key.as_str() {
                 "http_method" => null_or_empty(value, key)?,
                 "verify" => plan.verify = Some(Verify::parse(value, env)?),
+                "verify_signature" => {
+                    plan.verify_signature = Some(VerifySignature::parse(value, env)?);
+                }
+                "sign" => plan.sign = Some(Sign::parse(value, env)?),
                 section if SECTIONS.contains(&section) => {
                     let entries = section_entries(section, value)?;
                     plan.fill(section, &entries, env)?;
@@ -84,7 +95,8 @@ impl Plan {
                 other => {
                     return Err(ConfigError::document(Problem::UnknownKey {
                         key: shorten(other),
-                        known: "remove, rename, replace, add, append, set, verify",
+                        known: "remove, rename, replace, add, append, set, verify, \
+                                verify_signature, sign",
                     }));
                 }
             }
@@ -104,6 +116,8 @@ impl Plan {
             && self.append.is_empty()
             && self.set.is_empty()
             && self.verify.is_none()
+            && self.verify_signature.is_none()
+            && self.sign.is_none()
     }
 
     /// A one-line count of operations for logs, e.g. `remove 0, rename 0, ..., set 1`, plus
@@ -134,6 +148,32 @@ impl Plan {
                 verify.header,
                 verify.accepted_values(),
                 verify.strip
+            ));
+        }
+        if let Some(v) = &self.verify_signature {
+            summary.push_str(&format!(
+                "; verify_signature (keys {}, requires {}, max_age {}s, strip {})",
+                v.key_ids().join(", "),
+                v.required
+                    .iter()
+                    .map(|c| c.id())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                v.max_age,
+                v.strip
+            ));
+        }
+        if let Some(s) = &self.sign {
+            summary.push_str(&format!(
+                "; sign (keyid {}, covers {}, content_digest {}, nonce {})",
+                s.key_id,
+                s.components
+                    .iter()
+                    .map(|c| c.id())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                s.content_digest,
+                s.nonce
             ));
         }
         summary
