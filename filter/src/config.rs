@@ -29,6 +29,9 @@ pub use entry::{Header, Rename};
 pub use reference::{Env, env_variable_name};
 
 use crate::error::{ConfigError, Problem};
+use crate::sign::Sign;
+use crate::verify::Verify;
+use crate::verify_signature::VerifySignature;
 use serde_json::{Map, Value};
 
 /// What the filter does to each request's headers, in Kong's order, then `set`.
@@ -46,6 +49,13 @@ pub struct Plan {
     pub append: Vec<Header>,
     /// `set.headers` (ours): drop every client copy, then set exactly this one value.
     pub set: Vec<Header>,
+    /// `verify` (ours): refuse requests without an accepted secret; runs before the rest.
+    pub verify: Option<Verify>,
+    /// `verify_signature` (ours): refuse requests without a valid RFC 9421 signature; runs
+    /// after `verify`, before the header operations.
+    pub verify_signature: Option<VerifySignature>,
+    /// `sign` (ours): sign the request as it leaves, after every header operation.
+    pub sign: Option<Sign>,
 }
 
 /// The sections, in the order they apply.
@@ -73,6 +83,11 @@ impl Plan {
         for (key, value) in &doc {
             match key.as_str() {
                 "http_method" => null_or_empty(value, key)?,
+                "verify" => plan.verify = Some(Verify::parse(value, env)?),
+                "verify_signature" => {
+                    plan.verify_signature = Some(VerifySignature::parse(value, env)?);
+                }
+                "sign" => plan.sign = Some(Sign::parse(value, env)?),
                 section if SECTIONS.contains(&section) => {
                     let entries = section_entries(section, value)?;
                     plan.fill(section, &entries, env)?;
@@ -80,7 +95,8 @@ impl Plan {
                 other => {
                     return Err(ConfigError::document(Problem::UnknownKey {
                         key: shorten(other),
-                        known: "remove, rename, replace, add, append, set",
+                        known: "remove, rename, replace, add, append, set, verify, \
+                                verify_signature, sign",
                     }));
                 }
             }
@@ -99,6 +115,9 @@ impl Plan {
             && self.add.is_empty()
             && self.append.is_empty()
             && self.set.is_empty()
+            && self.verify.is_none()
+            && self.verify_signature.is_none()
+            && self.sign.is_none()
     }
 
     /// A one-line count of operations for logs, e.g. `remove 0, rename 0, ..., set 1`, plus
@@ -109,7 +128,7 @@ impl Plan {
             .flatten()
             .map(|h| h.name.as_str())
             .collect();
-        format!(
+        let mut summary = format!(
             "remove {}, rename {}, replace {}, add {}, append {}, set {} (writes: {})",
             self.remove.len(),
             self.rename.len(),
@@ -122,7 +141,42 @@ impl Plan {
             } else {
                 written.join(", ")
             },
-        )
+        );
+        if let Some(verify) = &self.verify {
+            summary.push_str(&format!(
+                "; verify {} ({} accepted values, strip {})",
+                verify.header,
+                verify.accepted_values(),
+                verify.strip
+            ));
+        }
+        if let Some(v) = &self.verify_signature {
+            summary.push_str(&format!(
+                "; verify_signature (keys {}, requires {}, max_age {}s, strip {})",
+                v.key_ids().join(", "),
+                v.required
+                    .iter()
+                    .map(|c| c.id())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                v.max_age,
+                v.strip
+            ));
+        }
+        if let Some(s) = &self.sign {
+            summary.push_str(&format!(
+                "; sign (keyid {}, covers {}, content_digest {}, nonce {})",
+                s.key_id,
+                s.components
+                    .iter()
+                    .map(|c| c.id())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                s.content_digest,
+                s.nonce
+            ));
+        }
+        summary
     }
 
     /// Parses the entries of one section into the plan.
@@ -208,7 +262,7 @@ fn section_entries<'a>(section: &str, value: &'a Value) -> Result<Vec<&'a str>, 
 }
 
 /// A JSON array of strings (null counts as empty).
-fn string_list<'a>(at: &str, value: &'a Value) -> Result<Vec<&'a str>, ConfigError> {
+pub(crate) fn string_list<'a>(at: &str, value: &'a Value) -> Result<Vec<&'a str>, ConfigError> {
     match value {
         Value::Null => Ok(Vec::new()),
         Value::Array(items) => items
@@ -250,12 +304,57 @@ fn null_or_empty(value: &Value, at: &str) -> Result<(), ConfigError> {
 }
 
 /// An unknown key, cut to a readable length (it is echoed in the error).
-fn shorten(key: &str) -> String {
+pub(crate) fn shorten(key: &str) -> String {
     const MAX: usize = 40;
     match key.char_indices().nth(MAX) {
         Some((cut, _)) => format!("{}...", &key[..cut]),
         None => key.to_owned(),
     }
+}
+
+/// The object at `at`; `shape` describes it in the error.
+pub(crate) fn object<'a>(
+    at: &str,
+    value: &'a Value,
+    shape: &'static str,
+) -> Result<&'a Map<String, Value>, ConfigError> {
+    value
+        .as_object()
+        .ok_or_else(|| ConfigError::at(at, Problem::WrongType { expected: shape }))
+}
+
+/// A JSON boolean at `at`.
+pub(crate) fn bool_at(at: &str, value: &Value) -> Result<bool, ConfigError> {
+    value.as_bool().ok_or_else(|| {
+        ConfigError::at(
+            at,
+            Problem::WrongType {
+                expected: "true or false",
+            },
+        )
+    })
+}
+
+/// A JSON string at `at`.
+pub(crate) fn str_at<'a>(at: &str, value: &'a Value) -> Result<&'a str, ConfigError> {
+    value.as_str().ok_or_else(|| {
+        ConfigError::at(
+            at,
+            Problem::WrongType {
+                expected: "a string",
+            },
+        )
+    })
+}
+
+/// A header name at `at`: a valid token, lower-cased, not one the proxy manages.
+pub(crate) fn header_name_at(at: &str, value: &Value) -> Result<String, ConfigError> {
+    entry::header_name(str_at(at, value)?, "header name").map_err(|p| ConfigError::at(at, p))
+}
+
+/// A value that may be or hold a secret: checked like a header value, references resolved.
+pub(crate) fn secret_value(raw: &str, env: Env<'_>) -> Result<String, Problem> {
+    entry::value(raw, env)
 }
 
 #[cfg(test)]

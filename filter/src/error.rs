@@ -47,6 +47,24 @@ pub enum Problem {
     ValueControlChar,
     /// A Kong template `$(...)`, which needs Kong's Lua sandbox.
     Template,
+    /// A required key is absent.
+    MissingKey { key: &'static str },
+    /// A list that must hold at least one entry is empty.
+    EmptyList,
+    /// A list holds more entries than the filter allows.
+    TooMany { max: usize },
+    /// A signature component identifier this filter cannot sign or check; the text says why.
+    InvalidComponent { reason: String },
+    /// The same component appears twice in one list.
+    DuplicateComponent,
+    /// A duration that is not a positive whole number of seconds, minutes or hours.
+    InvalidDuration,
+    /// A signing key identifier that cannot be written as a structured-field string.
+    InvalidKeyId,
+    /// A `base64:` key whose text is not standard base64.
+    KeyNotBase64,
+    /// A key with fewer bytes than the filter accepts.
+    KeyTooShort { min: usize },
     /// A `{vault://...}` reference that is malformed, unsupported or unresolvable.
     Reference {
         reference: String,
@@ -119,8 +137,9 @@ impl fmt::Display for Problem {
         match self {
             Problem::NotJson(e) => write!(f, "configuration is not valid JSON: {e}"),
             Problem::NoOperations => f.write_str(
-                "no header operation configured (expected at least one of \
-                 remove, rename, replace, add, append or set, each with a \"headers\" list)",
+                "no operation configured (expected at least one of \
+                 remove, rename, replace, add, append or set, each with a \"headers\" list, \
+                 or verify, sign or verify_signature)",
             ),
             Problem::WrongType { expected } => write!(f, "expected {expected}"),
             Problem::UnknownKey { key, known } => write!(f, "unknown key {key:?} (known: {known})"),
@@ -148,6 +167,30 @@ impl fmt::Display for Problem {
             Problem::Template => f.write_str(
                 "Kong templates $(...) are not supported (they need Kong's Lua sandbox); \
                  use a literal value or a {vault://env/NAME} reference",
+            ),
+            Problem::MissingKey { key } => write!(f, "the key {key:?} is required"),
+            Problem::EmptyList => f.write_str("the list is empty"),
+            Problem::TooMany { max } => write!(f, "more than {max} entries"),
+            Problem::InvalidComponent { reason } => {
+                write!(
+                    f,
+                    "not a signature component this filter supports: {reason}"
+                )
+            }
+            Problem::DuplicateComponent => f.write_str("component is listed twice"),
+            Problem::InvalidDuration => f.write_str(
+                "expected a positive duration such as \"30s\", \"5m\" or \"1h\" \
+                 (or a number of seconds)",
+            ),
+            Problem::InvalidKeyId => f.write_str(
+                "key id must be 1 to 100 printable ASCII characters without '\"' or '\\'",
+            ),
+            Problem::KeyNotBase64 => {
+                f.write_str("the text after \"base64:\" is not standard base64")
+            }
+            Problem::KeyTooShort { min } => write!(
+                f,
+                "the key is shorter than {min} bytes (32 random bytes are recommended)"
             ),
             Problem::Reference { reference, problem } => write!(f, "{reference}: {problem}"),
         }

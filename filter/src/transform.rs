@@ -24,6 +24,8 @@ pub trait Headers {
     fn remove(&mut self, name: &str);
     /// Adds one more copy of `name`.
     fn add(&mut self, name: &str, value: &[u8]);
+    /// Every header, pseudo-headers included, in order (what a signature covers).
+    fn pairs(&self) -> Vec<(String, Vec<u8>)>;
 }
 
 /// Applies `plan` to `headers`.
@@ -107,6 +109,10 @@ impl Headers for HeaderList {
 
     fn add(&mut self, name: &str, value: &[u8]) {
         self.0.push((name.to_owned(), value.to_vec()));
+    }
+
+    fn pairs(&self) -> Vec<(String, Vec<u8>)> {
+        self.0.clone()
     }
 }
 

@@ -73,19 +73,23 @@ pub fn rename(entry: &str) -> Result<Rename, Problem> {
 pub fn header(entry: &str, env: Env<'_>) -> Result<Header, (Option<String>, Problem)> {
     let (name, raw) = split(entry, "name:value").map_err(|p| (None, p))?;
     let name = header_name(name, "header name").map_err(|p| (None, p))?;
-    let fail = |problem| (Some(name.clone()), problem);
+    let value = value(raw, env).map_err(|problem| (Some(name.clone()), problem))?;
+    Ok(Header { name, value })
+}
+
+/// Checks a configured value (spaces and tabs around it trimmed) and resolves its references.
+pub fn value(raw: &str, env: Env<'_>) -> Result<String, Problem> {
     let raw = raw.trim_matches([' ', '\t']);
     if raw.is_empty() {
-        return Err(fail(Problem::EmptyValue));
+        return Err(Problem::EmptyValue);
     }
     if raw.bytes().any(reference::is_forbidden_value_byte) {
-        return Err(fail(Problem::ValueControlChar));
+        return Err(Problem::ValueControlChar);
     }
     if is_template(raw) {
-        return Err(fail(Problem::Template));
+        return Err(Problem::Template);
     }
-    let value = reference::resolve(raw, env).map_err(fail)?;
-    Ok(Header { name, value })
+    reference::resolve(raw, env)
 }
 
 /// Kong's split: name up to the first `:`, then skip any run of `:`.
@@ -98,7 +102,7 @@ fn split<'a>(entry: &'a str, expected: &'static str) -> Result<(&'a str, &'a str
 
 /// Checks an RFC 9110 token, lower-cases it and refuses the proxy's own headers. The invalid
 /// name itself is never echoed (a mangled entry may hold a secret); one bad character is.
-fn header_name(raw: &str, which: &'static str) -> Result<String, Problem> {
+pub fn header_name(raw: &str, which: &'static str) -> Result<String, Problem> {
     if raw.is_empty() {
         return Err(Problem::InvalidName {
             which,

@@ -182,7 +182,7 @@ fn unknown_top_level_key() {
     );
     assert_eq!(
         err.to_string(),
-        "unknown key \"ad\" (known: remove, rename, replace, add, append, set)"
+        "unknown key \"ad\" (known: remove, rename, replace, add, append, set, verify, verify_signature, sign)"
     );
 }
 
