@@ -68,3 +68,20 @@ impl http_body::Body for RequestBody {
         }
     }
 }
+
+/// A body of unknown length (for tests of framing).
+#[cfg(test)]
+pub(crate) struct Unsized(pub Option<Bytes>);
+
+#[cfg(test)]
+impl http_body::Body for Unsized {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Poll::Ready(self.0.take().map(|b| Ok(Frame::data(b))))
+    }
+}

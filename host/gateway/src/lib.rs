@@ -64,6 +64,8 @@
 //!   instances (`chain/instances.rs`), http calls (`chain/http_call.rs`), and
 //!   ticks, queues and root-context calls between requests ([`chain::timers`]).
 //! - [`filtered_body`]: streaming bodies through filters, body size limit.
+//! - `h1`: the HTTP/1.1 codec both lean paths share (request and response
+//!   heads read and written, body framing, the chunked decoder, the date).
 //! - [`stream_map`]: headers between hyper and the filters' view.
 //! - [`headers`]: hop-by-hop headers, framing owned by the proxy, `x-forwarded-*`.
 //! - [`lean`]: the switch that turns the lean HTTP/1.1 paths off (`WASMGATE_LEAN_HTTP1=off`).
@@ -92,6 +94,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod filtered_body;
+mod h1;
 pub mod headers;
 pub mod lean;
 pub mod listener;
