@@ -450,3 +450,55 @@ async fn admin_posts_must_name_the_admin_endpoint() -> anyhow::Result<()> {
     drop(gw);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_streams_share_a_capped_set_of_upstream_connections() -> anyhow::Result<()> {
+    let backend =
+        RawBackend::start(|_| vec![Step::Wait(Duration::from_millis(100)), send(FRESH)]).await?;
+    let gw = gateway::start(&format!(
+        r#"
+workers: 1
+listeners: [{{ address: "127.0.0.1:0" }}]
+upstreams:
+  backend: {{ url: "http://{}", timeout: 10s, max_connections: 4 }}
+routes: [{{ name: all, match: {{}}, upstream: backend }}]
+"#,
+        backend.addr
+    ))?;
+    // One HTTP/2 connection, 64 streams at once.
+    let tcp = TcpStream::connect(gw.addr()).await?;
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await?;
+    tokio::spawn(conn);
+    let mut streams = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let mut sender = sender.clone();
+        streams.spawn(async move {
+            let req = Request::get(format!("http://a.test/s{i}"))
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            let response = sender.send_request(req).await?;
+            anyhow::Ok(response.status())
+        });
+    }
+    let all = timeout(Duration::from_secs(20), async {
+        let mut statuses = Vec::new();
+        while let Some(status) = streams.join_next().await {
+            statuses.push(status??);
+        }
+        anyhow::Ok(statuses)
+    })
+    .await??;
+    assert_eq!(all.len(), 64);
+    assert!(all.iter().all(|s| *s == StatusCode::OK), "{all:?}");
+    assert!(
+        backend.accepted() <= 4,
+        "{} upstream connections",
+        backend.accepted()
+    );
+    assert_eq!(backend.heads().len(), 64);
+    Ok(())
+}

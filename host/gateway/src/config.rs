@@ -126,6 +126,14 @@ pub struct UpstreamConfig {
     /// Time allowed for the upstream's response headers; exceeded is a 504.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
+    /// Most connections each worker opens to this upstream (idle and busy);
+    /// requests beyond wait for one to come free, within `timeout`.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    128
 }
 
 /// TLS towards an upstream. Verification cannot be turned off.

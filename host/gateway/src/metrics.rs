@@ -110,6 +110,9 @@ pub struct UpstreamStats {
     /// Idle pooled connections closed because the upstream had sent bytes
     /// (or closed) after its last response.
     pub discarded: AtomicU64,
+    /// Times a request waited because the worker had `max_connections`
+    /// open to the upstream.
+    pub waited: AtomicU64,
 }
 
 /// Per-filter counters.
@@ -258,7 +261,7 @@ impl Collector for StatsCollector {
 
         let upstreams = snapshot(&self.stats.upstreams);
         type Pick = fn(&UpstreamStats) -> &AtomicU64;
-        let families: [(&str, &str, Pick); 6] = [
+        let families: [(&str, &str, Pick); 7] = [
             (
                 "wasmgate_upstream_requests",
                 "Requests sent to the upstream",
@@ -286,6 +289,11 @@ impl Collector for StatsCollector {
                 "wasmgate_upstream_discarded_connections",
                 "Idle connections closed because the upstream sent bytes after its response",
                 |u| &u.discarded,
+            ),
+            (
+                "wasmgate_upstream_connection_waits",
+                "Times a request waited for a connection (max_connections reached)",
+                |u| &u.waited,
             ),
         ];
         for (metric, help, pick) in families {

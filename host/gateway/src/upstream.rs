@@ -72,6 +72,8 @@ pub struct Upstream {
     connect_timeout: Duration,
     /// Time allowed for the response headers.
     pub timeout: Duration,
+    /// Most connections per worker.
+    max_connections: usize,
     /// Counters for /metrics.
     pub stats: Arc<UpstreamStats>,
 }
@@ -99,6 +101,39 @@ struct Pool {
     h2: Option<http2::SendRequest<Body>>,
     /// Idle connections of the lean client (`upstream/h1.rs`), most recent last.
     raw: Vec<h1::Conn>,
+    /// Connections open (idle or busy), against `max_connections`.
+    open: usize,
+    /// Woken when a connection closes or a lean one comes back idle.
+    freed: Arc<tokio::sync::Notify>,
+}
+
+/// One open connection, counted against its upstream's `max_connections`
+/// on this worker until it is dropped (with the connection, or with
+/// hyper's connection task).
+#[derive(Debug)]
+pub(crate) struct Slot {
+    upstream: u64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let _ = POOLS.try_with(|pools| {
+            if let Ok(mut pools) = pools.try_borrow_mut()
+                && let Some(pool) = pools.get_mut(&self.upstream)
+            {
+                pool.open = pool.open.saturating_sub(1);
+                pool.freed.notify_one();
+            }
+        });
+    }
+}
+
+/// What a request waiting for capacity gets.
+enum Capacity<C> {
+    /// A pooled connection came free.
+    Pooled(C),
+    /// Room to open a new one.
+    Open(Slot),
 }
 
 /// Upstream ids are unique counters: they need no hashing.
@@ -184,6 +219,7 @@ impl Upstream {
             protocol: conf.protocol,
             connect_timeout: conf.connect_timeout.get(),
             timeout: conf.timeout.get(),
+            max_connections: conf.max_connections.max(1),
             stats,
         })
     }
@@ -278,12 +314,20 @@ impl Upstream {
         // once on a fresh connection.
         let mut pooled = self.checkout();
         loop {
+            let mut slot = None;
+            if pooled.is_none() {
+                match self.capacity(Self::checkout).await? {
+                    Capacity::Pooled(sender) => pooled = Some(sender),
+                    Capacity::Open(free) => slot = Some(free),
+                }
+            }
             let fresh = pooled.is_none();
-            let sender = match pooled.take() {
-                Some(s) => s,
+            let sender = match (pooled.take(), slot) {
+                (Some(s), _) => s,
                 // Boxed: connecting (TCP, TLS, handshake) is a large future that
                 // most requests, served from the pool, never run.
-                None => Box::pin(self.connect()).await?,
+                (None, Some(slot)) => Box::pin(self.connect(slot)).await?,
+                (None, None) => unreachable!("a request without a connection has a slot"),
             };
             let result = match sender {
                 Sender::H1(mut s) => {
@@ -319,10 +363,21 @@ impl Upstream {
         let (parts, _empty) = req.into_parts();
         let mut pooled = self.checkout_raw();
         loop {
+            let slot = match pooled {
+                Some(_) => None,
+                None => match self.capacity(Self::checkout_raw).await? {
+                    Capacity::Pooled(conn) => {
+                        pooled = Some(conn);
+                        None
+                    }
+                    Capacity::Open(slot) => Some(slot),
+                },
+            };
             let reused = pooled.is_some();
-            let conn = match pooled.take() {
-                Some(conn) => conn,
-                None => h1::Conn::new(Box::pin(self.connect_tcp()).await?),
+            let conn = match (pooled.take(), slot) {
+                (Some(conn), _) => conn,
+                (None, Some(slot)) => h1::Conn::new(Box::pin(self.connect_tcp()).await?, slot),
+                (None, None) => unreachable!("a request without a connection has a slot"),
             };
             match h1::exchange(conn, &parts, self, reused).await {
                 Ok(response) => return Ok(response),
@@ -340,7 +395,43 @@ impl Upstream {
 
     /// The most recently used idle connection that is still clean
     /// ([`h1::Conn::is_clean`]); unclean ones are closed on the way.
-    fn checkout_raw(&self) -> Option<h1::Conn> {
+    /// Waits until this worker may open another connection to the
+    /// upstream, or `checkout` finds a pooled one come free. Slots are
+    /// counted per worker; a waiter is woken when a connection closes or a
+    /// lean one is checked in, and looks again every few milliseconds for
+    /// hyper's connections, which come free without telling.
+    async fn capacity<C>(
+        self: &Arc<Self>,
+        checkout: impl Fn(&Arc<Self>) -> Option<C>,
+    ) -> Result<Capacity<C>, ProxyError> {
+        loop {
+            let freed = POOLS.with_borrow_mut(|pools| {
+                let pool = self.pool(pools);
+                if pool.open < self.max_connections {
+                    pool.open += 1;
+                    return Ok(Slot { upstream: self.id });
+                }
+                Err(pool.freed.clone())
+            });
+            let freed = match freed {
+                Ok(slot) => return Ok(Capacity::Open(slot)),
+                Err(freed) => freed,
+            };
+            if let Some(conn) = checkout(self) {
+                return Ok(Capacity::Pooled(conn));
+            }
+            self.stats.waited.fetch_add(1, Ordering::Relaxed);
+            tokio::select! {
+                () = freed.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(2)) => {}
+            }
+            if let Some(conn) = checkout(self) {
+                return Ok(Capacity::Pooled(conn));
+            }
+        }
+    }
+
+    fn checkout_raw(self: &Arc<Self>) -> Option<h1::Conn> {
         POOLS.with_borrow_mut(|pools| {
             let raw = &mut pools.get_mut(&self.id)?.raw;
             while let Some(conn) = raw.pop() {
@@ -362,6 +453,7 @@ impl Upstream {
             let pool = self.pool(&mut pools);
             if pool.raw.len() < MAX_IDLE_PER_WORKER {
                 pool.raw.push(conn);
+                pool.freed.notify_one();
             }
         });
     }
@@ -461,13 +553,15 @@ impl Upstream {
             h1: VecDeque::new(),
             h2: None,
             raw: Vec::new(),
+            open: 0,
+            freed: Arc::default(),
         })
     }
 
     /// Opens a connection (TCP, then TLS for https) and does the HTTP
     /// handshake, all within `connect_timeout`.
-    async fn connect(&self) -> Result<Sender, ProxyError> {
-        let connect = self.connect_inner();
+    async fn connect(&self, slot: Slot) -> Result<Sender, ProxyError> {
+        let connect = self.connect_inner(slot);
         let result = match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(r) => r,
             Err(_) => Err(format!("no connection within {:?}", self.connect_timeout)),
@@ -493,10 +587,13 @@ impl Upstream {
         }
     }
 
-    async fn connect_inner(&self) -> Result<Sender, String> {
+    async fn connect_inner(&self, slot: Slot) -> Result<Sender, String> {
         let tcp = self.open_tcp().await?;
         match &self.tls {
-            None => handshake(TokioIo::new(tcp), self.protocol == UpstreamProtocol::Http2).await,
+            None => {
+                let h2 = self.protocol == UpstreamProtocol::Http2;
+                handshake(TokioIo::new(tcp), h2, slot).await
+            }
             Some((connector, name)) => {
                 let tls = connector
                     .connect(name.clone(), tcp)
@@ -504,7 +601,7 @@ impl Upstream {
                     .map_err(|e| format!("TLS: {e}"))?;
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice())
                     || self.protocol == UpstreamProtocol::Http2;
-                handshake(TokioIo::new(tls), h2).await
+                handshake(TokioIo::new(tls), h2, slot).await
             }
         }
     }
@@ -526,7 +623,9 @@ fn frame_h1_body(req: &mut Request<Body>) {
     req.headers_mut().insert(value.0, value.1);
 }
 
-async fn handshake<T>(io: T, h2: bool) -> Result<Sender, String>
+/// The HTTP handshake on a new connection; its task holds `slot` while the
+/// connection lives.
+async fn handshake<T>(io: T, h2: bool, slot: Slot) -> Result<Sender, String>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -537,6 +636,7 @@ where
             .await
             .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
             }
@@ -548,6 +648,7 @@ where
             .await
             .map_err(|e| format!("HTTP/1.1 handshake: {e}"))?;
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");
             }

@@ -52,14 +52,17 @@ pub(super) struct Conn {
     buf: BytesMut,
     /// The request head being written (kept for the next exchange).
     out: Vec<u8>,
+    /// Counts this connection against the upstream's `max_connections`.
+    _slot: super::Slot,
 }
 
 impl Conn {
-    pub(super) fn new(tcp: TcpStream) -> Self {
+    pub(super) fn new(tcp: TcpStream, slot: super::Slot) -> Self {
         Self {
             tcp,
             buf: BytesMut::with_capacity(READ_CHUNK),
             out: Vec::with_capacity(512),
+            _slot: slot,
         }
     }
 
