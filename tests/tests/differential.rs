@@ -46,6 +46,7 @@ setups!(
     trap,
     trap_fail_open,
     trap_in_response,
+    trap_grpc,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,34 +130,39 @@ impl ProxyError {
         }
     }
 
+    /// The answer to a gRPC request (`content-type: application/grpc*`):
+    /// gRPC clients read `grpc-status`, not the HTTP status, so the error
+    /// comes as a trailers-only response, `200` with `grpc-status` and
+    /// `grpc-message`, the status mapped as Envoy maps it.
+    pub fn into_grpc_response(self) -> Response<Body> {
+        let code = match self.status().as_u16() {
+            400 => 13,             // INTERNAL
+            401 => 16,             // UNAUTHENTICATED
+            403 => 7,              // PERMISSION_DENIED
+            404 => 12,             // UNIMPLEMENTED
+            429 | 502..=504 => 14, // UNAVAILABLE
+            _ => 2,                // UNKNOWN
+        };
+        let message = self.to_client_text();
+        let mut response = Response::new(crate::body::empty());
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from(code));
+        if let Ok(v) = HeaderValue::from_str(&grpc_message(message.trim_end())) {
+            headers.insert("grpc-message", v);
+        }
+        response
+    }
+
     /// The response sent to the client. The body names the kind of failure
     /// and at most configuration names; `reason` strings (which may quote
     /// peer data) stay in the log.
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
-        let text = match &self {
-            ProxyError::NoRoute => "no route\n".to_string(),
-            ProxyError::BadRequest(what) => format!("bad request: {what}\n"),
-            ProxyError::TooManyHeaders { limit } => format!("more than {limit} request headers\n"),
-            ProxyError::BodyTooLarge { limit } => {
-                format!("request body larger than {limit} bytes\n")
-            }
-            ProxyError::UpstreamConnect { upstream, .. } => {
-                format!("upstream {upstream} unreachable\n")
-            }
-            ProxyError::UpstreamTimeout { upstream, .. } => {
-                format!("upstream {upstream} timed out\n")
-            }
-            ProxyError::UpstreamFailed { upstream, .. } => format!("upstream {upstream} failed\n"),
-            ProxyError::TraceRefused => "TRACE is not forwarded\n".to_string(),
-            ProxyError::NotImplemented(what) => format!("not implemented: {what}\n"),
-            ProxyError::FilterFailed { filter, .. } => format!("filter {filter} failed\n"),
-            ProxyError::FilterInvalid { route, .. } => format!("route {route}: a filter failed\n"),
-            ProxyError::FilterStalled { filter, .. } => format!("filter {filter} stalled\n"),
-            ProxyError::StreamClosed { filter, .. } => {
-                format!("filter {filter} closed the stream\n")
-            }
-        };
+        let text = self.to_client_text();
         let mut response = Response::new(full(Bytes::from(text)));
         *response.status_mut() = status;
         response.headers_mut().insert(
@@ -183,6 +188,48 @@ impl ProxyError {
         }
         response
     }
+
+    /// What the client is told: the kind of failure and at most names from
+    /// the configuration.
+    fn to_client_text(&self) -> String {
+        match self {
+            ProxyError::NoRoute => "no route\n".to_string(),
+            ProxyError::BadRequest(what) => format!("bad request: {what}\n"),
+            ProxyError::TooManyHeaders { limit } => format!("more than {limit} request headers\n"),
+            ProxyError::BodyTooLarge { limit } => {
+                format!("request body larger than {limit} bytes\n")
+            }
+            ProxyError::UpstreamConnect { upstream, .. } => {
+                format!("upstream {upstream} unreachable\n")
+            }
+            ProxyError::UpstreamTimeout { upstream, .. } => {
+                format!("upstream {upstream} timed out\n")
+            }
+            ProxyError::UpstreamFailed { upstream, .. } => format!("upstream {upstream} failed\n"),
+            ProxyError::TraceRefused => "TRACE is not forwarded\n".to_string(),
+            ProxyError::NotImplemented(what) => format!("not implemented: {what}\n"),
+            ProxyError::FilterFailed { filter, .. } => format!("filter {filter} failed\n"),
+            ProxyError::FilterInvalid { route, .. } => format!("route {route}: a filter failed\n"),
+            ProxyError::FilterStalled { filter, .. } => format!("filter {filter} stalled\n"),
+            ProxyError::StreamClosed { filter, .. } => {
+                format!("filter {filter} closed the stream\n")
+            }
+        }
+    }
+}
+
+/// `grpc-message` is percent-encoded (gRPC over HTTP/2: anything outside
+/// printable ASCII, and `%` itself).
+fn grpc_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

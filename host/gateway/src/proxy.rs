@@ -124,6 +124,18 @@ pub async fn handle(
     let method = req.method().clone();
     let version = req.version();
     let head_request = method == http::Method::HEAD;
+    // gRPC clients read errors from `grpc-status`, not the HTTP status.
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let answer = |e: ProxyError| {
+        if grpc {
+            e.into_grpc_response()
+        } else {
+            e.into_response()
+        }
+    };
     // A request body still unread when the answer is ready (an early
     // answer) means the connection cannot be reused: `connection: close`.
     let body = (!req.body().is_end_stream()).then(|| Arc::new(BodyWatch::default()));
@@ -147,7 +159,7 @@ pub async fn handle(
     let mut response = match route {
         None => {
             snapshot_no_route(&snapshot);
-            ProxyError::NoRoute.into_response()
+            answer(ProxyError::NoRoute)
         }
         Some(route) => {
             let exchange = Exchange {
@@ -163,7 +175,7 @@ pub async fn handle(
                     if e.status().is_server_error() {
                         tracing::warn!(route = %route.name, error = %e, "request failed");
                     }
-                    e.into_response()
+                    answer(e)
                 }
             }
         }

@@ -38,6 +38,7 @@ pub fn setups() -> Vec<Setup> {
         trap(),
         trap_fail_open(),
         trap_in_response(),
+        trap_grpc(),
     ]
 }
 
@@ -758,4 +759,29 @@ pub fn refusals() -> Vec<Refusal> {
             secret: None,
         },
     ]
+}
+
+/// `hostile.wasm` trapping on a gRPC request: both answer as gRPC clients
+/// read errors, `200` with `grpc-status: 14` (UNAVAILABLE) and no body.
+fn trap_grpc() -> Setup {
+    const CLIENT: &[&str] = &["content-type", "grpc-status"];
+    let grpc = |path| Request {
+        method: "POST",
+        path,
+        headers: vec![
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+            ("x-hostile", "trap"),
+        ],
+        body: bytes::Bytes::from_static(b"\0\0\0\0\0"),
+        h2: true,
+    };
+    Setup {
+        name: "trap_grpc",
+        wasm: "hostile",
+        config: "",
+        token: None,
+        fail_open: false,
+        scenarios: vec![scenario("trap on a gRPC request", grpc("/pkg.Svc/Call")).client(CLIENT)],
+    }
 }
