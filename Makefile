@@ -1,7 +1,7 @@
 # wasmgate: the two commands of the README, plus helpers.
 #   make run    set up, build, and start the gateway on its embedded demo
 #   make test   set up, lint (fmt, clippy), then run the whole test suite (what CI runs)
-.PHONY: run test setup lint wasm bench
+.PHONY: run test setup lint wasm bench install
 
 setup:
 	@.ci/setup
@@ -22,11 +22,15 @@ lint: setup
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p secret-header --target wasm32-wasip1 -- -D warnings
 
+# Puts the wasmgate binary on the PATH (~/.cargo/bin).
+install: setup
+	cargo install --locked --path host/gateway
+
 wasm: setup
 	cargo build --release --target wasm32-wasip1 -p secret-header
 
 # Side-by-side benchmark (issue 6): wasmgate vs Envoy vs nginx, and the runtime's
-# per-request cost (criterion). Rewrites the results table in README.md.
+# per-request cost (criterion). Rewrites the results table in BENCHMARKS.md.
 bench: setup
 	@command -v nginx >/dev/null && command -v wrk >/dev/null && command -v h2load >/dev/null \
 	  || (apt-get update -qq && apt-get install -y -qq nginx wrk nghttp2-client)

@@ -18,7 +18,7 @@ host's speed drifts over minutes; seconds apart, the drift mostly cancels). Also
 a warm module cache, and RSS with 1,000 idle keep-alive connections.
 
 Usage: tests/bench/bench.py [--rounds N] [--duration S] [--out FILE]
-(`make bench` runs it and rewrites the results table in README.md.)
+(`make bench` runs it and rewrites the results table in BENCHMARKS.md.)
 """
 
 from __future__ import annotations
@@ -405,7 +405,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--out", type=Path, default=ROOT / "target/bench/results.json")
-    ap.add_argument("--readme", action="store_true", help="rewrite the results table in README.md")
+    ap.add_argument("--readme", action="store_true", help="rewrite the results table in BENCHMARKS.md")
     args = ap.parse_args()
 
     for tool in ("nginx", "envoy", "wrk", "h2load", "taskset"):
@@ -600,7 +600,7 @@ def render(s: dict) -> str:
 
 
 def rewrite_readme(table: str) -> None:
-    readme = ROOT / "README.md"
+    readme = ROOT / "BENCHMARKS.md"
     text = readme.read_text()
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
     if start in text and end in text:

@@ -125,7 +125,12 @@ fn run_demo() -> ExitCode {
         if let Some(admin) = gateway.admin {
             println!("Admin: curl -s http://{admin}/metrics   curl -s http://{admin}/config");
         }
-        println!("Run a real configuration with: wasmgate run --config FILE   (Ctrl-C stops)");
+        // The path of this very binary: `make run` does not put it on the PATH.
+        let me = std::env::current_exe()
+            .ok()
+            .map_or_else(|| "wasmgate".to_string(), |p| p.display().to_string());
+        println!("Run a real configuration with: {me} run --config FILE   (Ctrl-C stops)");
+        println!("(`make install` puts wasmgate on your PATH.)");
         gateway.run_until_signal().await.map_err(|e| e.to_string())
     });
     match result {
