@@ -46,6 +46,8 @@ setups!(
     trap,
     trap_fail_open,
     trap_in_response,
+    postpone,
+    postpone_respond,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
