@@ -48,6 +48,7 @@ setups!(
     trap_in_response,
     postpone,
     postpone_respond,
+    assemblyscript,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

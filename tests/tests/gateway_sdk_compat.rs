@@ -2,7 +2,8 @@
 //! its headers and resumed (or answered) from `on_tick` after `set_effective_context`, as
 //! the Go SDK's `postpone_requests` does, waits for it (bounded by the upstream's
 //! `timeout`) instead of failing at once; AssemblyScript's and Go's runtime calls load and
-//! run; the first of two local responses wins.
+//! run, and so does a filter built with AssemblyScript; the first of two local responses
+//! wins.
 
 use std::time::{Duration, Instant};
 
@@ -108,5 +109,26 @@ async fn the_first_of_two_local_responses_is_sent() -> anyhow::Result<()> {
     let r = gateway::get(gw.addr(), "a", "/", &[]).await?;
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "Send once");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assemblyscript_filter_runs_in_the_gateway() -> anyhow::Result<()> {
+    let backend = backend::start().await?;
+    let filter = format!(
+        "{{ wasm: \"{}\", config: \"cfg\", root_id: as_headers }}",
+        wasm("as_headers").display()
+    );
+    let gw = gateway::start(&one_route(&backend.url(), "10s", &filter))?;
+    let r = gateway::get(gw.addr(), "a", "/hello", &[]).await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.headers["x-as-response"], "seen");
+    let seen = backend.wait_for_requests(1, WAIT).await;
+    assert_eq!(seen[0].header("x-as-config"), Some("cfg"));
+    assert_eq!(seen[0].header("x-as-path"), Some("/hello"));
+    let r = gateway::get(gw.addr(), "a", "/deny", &[]).await?;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.text(), "denied by assemblyscript\n");
+    assert_eq!(r.headers["x-as-denied"], "true");
     Ok(())
 }

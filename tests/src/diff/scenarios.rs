@@ -40,6 +40,7 @@ pub fn setups() -> Vec<Setup> {
         trap_in_response(),
         postpone(),
         postpone_respond(),
+        assemblyscript(),
     ]
 }
 
@@ -474,6 +475,25 @@ fn postpone_respond() -> Setup {
         scenarios: vec![
             scenario("answered by a tick", Request::get("/later", &[]))
                 .client(&["x-answered-by", "content-type"]),
+        ],
+    }
+}
+
+/// `as_headers.wasm`, built with AssemblyScript on `@solo-io/proxy-runtime` (issue 14):
+/// header edits in both directions and a local response.
+fn assemblyscript() -> Setup {
+    const CLIENT: &[&str] = &["x-as-response", "x-as-denied", "content-type"];
+    Setup {
+        name: "assemblyscript",
+        wasm: "as_headers",
+        config: "from-config",
+        token: None,
+        fail_open: false,
+        scenarios: vec![
+            scenario("headers edited", Request::get("/hello", &[]))
+                .client(CLIENT)
+                .backend(&["x-as-config", "x-as-path"]),
+            scenario("answered locally", Request::get("/deny", &[])).client(CLIENT),
         ],
     }
 }
