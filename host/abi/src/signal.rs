@@ -46,3 +46,6 @@ impl Stream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
