@@ -118,6 +118,11 @@ struct Member {
     incarnation: u64,
     /// Context created (so it must be finished).
     created: bool,
+    /// The stream's context id in this filter's Vm. Each Vm numbers its
+    /// contexts itself (a replaced one starts again), so the filters of one
+    /// request have ids of their own; [`Stream::context_id`] is set to the
+    /// filter's before each of its callbacks.
+    context_id: u32,
 }
 
 /// One request's trip through a chain.
@@ -199,7 +204,8 @@ impl Chain {
                 Member {
                     active: true,
                     incarnation: 0,
-                    created: false
+                    created: false,
+                    context_id: 0,
                 };
                 n
             ],
@@ -252,6 +258,7 @@ impl FilterRun {
                     active: true,
                     incarnation,
                     created: true,
+                    context_id: self.stream.context_id,
                 };
                 Ok(())
             }
@@ -281,6 +288,7 @@ impl FilterRun {
                 // Another stream broke the Vm that held our context.
                 return (None, Vec::new());
             }
+            stream.context_id = member.context_id;
             let result = f(vm, stream);
             if vm.has_stream_signals() {
                 signals::deliver(chain.id, i, incarnation, vm.take_stream_signals());
@@ -410,7 +418,7 @@ impl FilterRun {
             chain: self.chain.id,
             filter: i,
             incarnation: self.members[i].incarnation,
-            context: self.stream.context_id,
+            context: self.members[i].context_id,
         };
         let inbox = self.inbox.get_or_insert_with(|| Box::new(Inbox::new()));
         inbox.register(key);
@@ -566,6 +574,7 @@ impl FilterRun {
                     // Another stream broke the Vm that held our context.
                     return None;
                 }
+                stream.context_id = member.context_id;
                 if member.active {
                     return Some(vm.end_stream(stream));
                 }
