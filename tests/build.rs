@@ -1,6 +1,7 @@
 //! Builds every `.wasm` the integration tests load, from source, for `wasm32-wasip1`:
 //! the product filter (`secret_header.wasm`) and the purpose-built test filters in
-//! `tests/filters/`. Their directory is exported to the tests as `WASM_DIR`.
+//! `tests/filters/`, the AssemblyScript one (`as_headers.wasm`) with the compiler
+//! `.ci/setup` installs from npm. Their directory is exported to the tests as `WASM_DIR`.
 //!
 //! The nested cargo uses its own target directory so it never waits on the lock
 //! of the cargo that runs this script.
@@ -51,6 +52,7 @@ fn main() {
 
     let wasm_dir = target_dir.join("wasm32-wasip1").join("release");
     println!("cargo:rustc-env=WASM_DIR={}", wasm_dir.display());
+    build_assemblyscript(&manifest.join("filters").join("assemblyscript"), &wasm_dir);
     for dir in [
         "filter/src",
         "filter/Cargo.toml",
@@ -60,4 +62,27 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
+}
+
+/// Compiles `tests/filters/assemblyscript` to `as_headers.wasm` in `out` with its pinned
+/// AssemblyScript compiler. Without it (no `.ci/setup` run, or no node) this only warns;
+/// the tests that load the module then say it was not built.
+fn build_assemblyscript(dir: &std::path::Path, out: &std::path::Path) {
+    let asc = dir.join("node_modules").join(".bin").join("asc");
+    if !asc.exists() {
+        println!(
+            "cargo:warning=as_headers.wasm not built: {} is missing (run .ci/setup)",
+            asc.display()
+        );
+        return;
+    }
+    let status = Command::new(&asc)
+        .current_dir(dir)
+        .arg("assembly/index.ts")
+        .arg("-b")
+        .arg(out.join("as_headers.wasm"))
+        .args(["--use", "abort=abort_proc_exit", "--optimize"])
+        .status()
+        .expect("failed to run the AssemblyScript compiler");
+    assert!(status.success(), "building as_headers.wasm failed");
 }

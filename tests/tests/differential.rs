@@ -47,6 +47,9 @@ setups!(
     trap_fail_open,
     trap_in_response,
     trap_grpc,
+    postpone,
+    postpone_respond,
+    assemblyscript,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,8 @@
 //!   (the map itself in `header_map`: one buffer for names, one for values, and
 //!   which names filters edited).
 //! - [`http_call`]: [`HttpCallRequest`], [`HttpCallResponse`].
+//! - [`signal`]: [`StreamSignal`]: a stream operation a filter addressed to another context
+//!   (say, `on_tick` resuming a paused request), for the embedder to deliver.
 //! - [`error`]: [`Fault`], [`FaultKind`], [`LoadError`].
 //! - [`limits`]: [`Limits`] and the caps on guest-controlled sizes.
 //! - [`status`]: ABI status codes and [`Action`].
@@ -75,6 +77,7 @@ pub mod plugin;
 mod properties;
 pub mod runtime;
 mod shared;
+pub mod signal;
 mod state;
 pub mod status;
 pub mod stream;
@@ -90,6 +93,7 @@ pub use metrics::{MetricKind, MetricSample};
 pub use plugin::{AbiVersion, Plugin, PluginSpec, WasmSource};
 pub use properties::Properties;
 pub use runtime::{Runtime, RuntimeConfig};
+pub use signal::{StreamOp, StreamSignal};
 pub use status::{Action, Status};
 pub use stream::{HeaderMap, LocalResponse, MapError, Stream};
 pub use vm::Vm;

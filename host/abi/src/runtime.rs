@@ -89,8 +89,12 @@ impl Runtime {
         let sequencer = crate::vm::compile_sequencer(&engine)
             .map_err(|e| engine_err("compiling the callback sequencer", &e))?;
         let mut linker = Linker::new(&engine);
+        // Both WASI module names, as Envoy's host links them: AssemblyScript still imports
+        // `wasi_unstable`, Rust, Go and TinyGo `wasi_snapshot_preview1`.
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)
             .map_err(|e| engine_err("linking WASI", &e))?;
+        wasmtime_wasi::p0::add_to_linker_sync(&mut linker, |s: &mut HostState| &mut s.wasi)
+            .map_err(|e| engine_err("linking WASI (wasi_unstable)", &e))?;
         crate::exports::add_to_linker(&mut linker)
             .map_err(|e| engine_err("linking proxy-wasm", &e))?;
 

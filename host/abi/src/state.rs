@@ -14,6 +14,7 @@ use crate::logs::{GuestStdio, LogLevel, LogSink};
 use crate::metrics::MetricCache;
 use crate::plugin::PluginShared;
 use crate::shared::QueueNotify;
+use crate::signal::{StreamOp, StreamSignal};
 use crate::stream::Stream;
 
 /// Store data of one Vm.
@@ -41,6 +42,9 @@ pub(crate) struct HostState {
     pub(crate) memory: Option<Memory>,
     /// Reused buffer for values copied out before the guest allocator runs.
     pub(crate) scratch: Vec<u8>,
+    /// Stream operations addressed to a context other than the lent stream's, not yet taken
+    /// by the embedder.
+    pub(crate) stream_signals: Vec<StreamSignal>,
     /// HTTP calls dispatched but not yet taken by the embedder.
     pub(crate) http_calls: Vec<HttpCallRequest>,
     /// Next http call token (starts at 1).
@@ -75,11 +79,46 @@ impl HostState {
         id != 0 && id < self.next_context_id
     }
 
+    /// Where a stream operation of the running callback goes: the lent stream when it is the
+    /// effective context, a signal for another stream context, or nowhere (the root context,
+    /// or no stream at all).
+    pub(crate) fn stream_target(&mut self) -> StreamTarget<'_> {
+        let effective = self.effective_context;
+        let lent = self.stream.get().map(|s| s.context_id);
+        if lent == Some(effective) || (lent.is_some() && effective == self.root_context_id) {
+            return match self.stream.get_mut() {
+                Some(stream) => StreamTarget::Lent(stream),
+                None => StreamTarget::None,
+            };
+        }
+        if effective != self.root_context_id && self.is_known_context(effective) {
+            return StreamTarget::Other(effective);
+        }
+        StreamTarget::None
+    }
+
+    /// Records `op` for the stream context `context_id` (see [`StreamTarget::Other`]).
+    pub(crate) fn signal(&mut self, context_id: u32, op: StreamOp) {
+        self.stream_signals.push(StreamSignal { context_id, op });
+    }
+
     /// Cap on guest-supplied lengths for this plugin.
     #[inline]
     pub(crate) fn max_len(&self) -> usize {
         self.plugin.spec.limits.max_buffer_bytes
     }
+}
+
+/// The stream a stream operation (`proxy_continue_stream`, `proxy_close_stream`,
+/// `proxy_send_local_response`) applies to.
+pub(crate) enum StreamTarget<'a> {
+    /// The stream of the running callback.
+    Lent(&'a mut Stream),
+    /// Another stream context, selected with `proxy_set_effective_context`: the operation
+    /// becomes a [`StreamSignal`] for the embedder.
+    Other(u32),
+    /// No stream (a root callback that selected no stream context).
+    None,
 }
 
 /// A [`ResourceLimiter`] that caps linear memory and records refusals, so a trap after a

@@ -70,6 +70,8 @@ pub(crate) mod map {
     pub const HTTP_RESPONSE_TRAILERS: u32 = 3;
     pub const HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
     pub const HTTP_CALL_RESPONSE_TRAILERS: u32 = 7;
+    /// The highest map type of the ABI; anything above is BAD_ARGUMENT, as in Envoy.
+    pub const MAX: u32 = HTTP_CALL_RESPONSE_TRAILERS;
 }
 
 /// `proxy_stream_type_t` values.

@@ -14,6 +14,7 @@ use crate::error::{Fault, FaultKind, classify};
 use crate::http_call::{HttpCallRequest, HttpCallResponse};
 use crate::logs::{LogLevel, LogRecord};
 use crate::plugin::Plugin;
+use crate::signal::StreamSignal;
 use crate::state::HostState;
 use crate::status::Action;
 use crate::stream::Stream;
@@ -134,6 +135,23 @@ impl Core {
             Ok(r) => r,
             Err(panic) => std::panic::resume_unwind(panic),
         }
+    }
+
+    /// Calls a root-context callback: the effective context starts as the root's (a
+    /// `proxy_set_effective_context` of an earlier root callback does not carry over).
+    #[inline]
+    fn root_call<P: WasmParams, R: WasmResults>(
+        &mut self,
+        callback: &'static str,
+        func: &TypedFunc<P, R>,
+        params: P,
+    ) -> Result<R, Fault> {
+        let st = self.store.data_mut();
+        st.effective_context = st.root_context_id;
+        let result = self.call(callback, func, params);
+        let st = self.store.data_mut();
+        st.effective_context = st.root_context_id;
+        result
     }
 
     /// Checks what `proxy_on_done` returned: a bool, or the Vm is broken.
@@ -347,7 +365,7 @@ impl Vm {
             Some(s) => self
                 .core
                 .with_stream(s, |core, _| core.call(CB, func, params)),
-            None => self.core.call(CB, func, params),
+            None => self.core.root_call(CB, func, params),
         };
         self.core.store.data_mut().http_response = None;
         result
@@ -356,6 +374,24 @@ impl Vm {
     /// proxy_http_call requests dispatched since the last take (from any callback).
     pub fn take_http_calls(&mut self) -> Vec<HttpCallRequest> {
         std::mem::take(&mut self.core.store.data_mut().http_calls)
+    }
+
+    /// Stream operations addressed, since the last take, to a stream context other than the
+    /// one whose callback ran (say, `on_tick` resuming a paused request after
+    /// `proxy_set_effective_context`). The embedder hands each to the holder of that stream,
+    /// which applies it with [`Stream::apply`]; one for a finished stream is dropped.
+    pub fn take_stream_signals(&mut self) -> Vec<StreamSignal> {
+        let signals = &mut self.core.store.data_mut().stream_signals;
+        if signals.is_empty() {
+            return Vec::new();
+        }
+        std::mem::take(signals)
+    }
+
+    /// Whether a callback addressed an operation to another stream context since the last
+    /// [`Self::take_stream_signals`].
+    pub fn has_stream_signals(&self) -> bool {
+        !self.core.store.data().stream_signals.is_empty()
     }
 
     /// The tick period the root context asked for with `proxy_set_tick_period_milliseconds`.
@@ -370,7 +406,7 @@ impl Vm {
         let Some(func) = &self.cb.tick else {
             return Ok(());
         };
-        self.core.call(CB, func, ROOT_CONTEXT_ID as i32)
+        self.core.root_call(CB, func, ROOT_CONTEXT_ID as i32)
     }
 
     /// Deliver pending on_queue_ready for queues this Vm registered (enqueued by any Vm).
@@ -383,7 +419,7 @@ impl Vm {
         };
         for id in pending {
             self.core
-                .call(CB, func, (ROOT_CONTEXT_ID as i32, id as i32))?;
+                .root_call(CB, func, (ROOT_CONTEXT_ID as i32, id as i32))?;
         }
         Ok(())
     }

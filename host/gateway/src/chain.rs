@@ -15,6 +15,12 @@
 //! its Vm replaced after another stream broke it) either fails the request
 //! (`on_error: deny`, 503) or drops out of this request (`allow`). A broken
 //! Vm is discarded and the next request instantiates a fresh one.
+//!
+//! A filter that pauses a phase keeps the request waiting for whatever can
+//! resume it: the answer to an http call of its own, or an operation
+//! addressed to its context from elsewhere (`on_tick`, `on_queue_ready`, a
+//! root-context call's answer, another stream's callback; see `signals`),
+//! for at most [`Chain::pause_timeout`]; then it is a 504.
 
 use std::{
     collections::BTreeMap,
@@ -22,6 +28,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -34,11 +41,17 @@ use crate::{
 
 mod http_call;
 mod instances;
+mod signals;
 pub mod timers;
 
 use instances::{replace_vm, with_vm};
+use signals::{ContextKey, Inbox};
 
 static NEXT_CHAIN: AtomicU64 = AtomicU64::new(1);
+
+/// [`Chain::pause_timeout`] when no upstream says otherwise (the default
+/// upstream `timeout`).
+const DEFAULT_PAUSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One configured filter of a chain.
 pub struct FilterDef {
@@ -64,6 +77,8 @@ pub struct Chain {
     /// The route's properties for filters (`route_name`), shared by its
     /// requests.
     pub properties: Arc<Properties>,
+    /// How long a paused request waits for a filter to resume it.
+    pub pause_timeout: Duration,
 }
 
 impl std::fmt::Debug for Chain {
@@ -103,6 +118,11 @@ struct Member {
     incarnation: u64,
     /// Context created (so it must be finished).
     created: bool,
+    /// The stream's context id in this filter's Vm. Each Vm numbers its
+    /// contexts itself (a replaced one starts again), so the filters of one
+    /// request have ids of their own; [`Stream::context_id`] is set to the
+    /// filter's before each of its callbacks.
+    context_id: u32,
 }
 
 /// One request's trip through a chain.
@@ -118,6 +138,9 @@ pub struct FilterRun {
     held: Vec<Vec<u8>>,
     /// What the filters decided while the request body streamed.
     verdict: Option<Verdict>,
+    /// Where operations other callbacks address to this request's contexts
+    /// arrive (made when a filter first keeps the request paused).
+    inbox: Option<Box<Inbox>>,
     finished: bool,
 }
 
@@ -140,13 +163,30 @@ impl Chain {
         upstreams: Arc<BTreeMap<String, Arc<Upstream>>>,
     ) -> Self {
         let properties = Arc::new([("route_name", route.clone())].into_iter().collect());
+        // Until the route's own upstream is known (`with_pause_timeout`): the
+        // longest `timeout` of the upstreams, which is the route's when it
+        // has the only one.
+        let pause_timeout = upstreams
+            .values()
+            .map(|u| u.timeout)
+            .max()
+            .unwrap_or(DEFAULT_PAUSE_TIMEOUT);
         Self {
             id: NEXT_CHAIN.fetch_add(1, Ordering::Relaxed),
             route,
             filters,
             upstreams,
             properties,
+            pause_timeout,
         }
+    }
+
+    /// Sets how long a paused request waits to be resumed (the route's
+    /// upstream `timeout`).
+    #[must_use]
+    pub fn with_pause_timeout(mut self, timeout: Duration) -> Self {
+        self.pause_timeout = timeout;
+        self
     }
 
     /// Starts a request: creates a stream context in every filter.
@@ -164,13 +204,15 @@ impl Chain {
                 Member {
                     active: true,
                     incarnation: 0,
-                    created: false
+                    created: false,
+                    context_id: 0,
                 };
                 n
             ],
             calls: Vec::new(),
             held: Vec::new(),
             verdict: None,
+            inbox: None,
             finished: false,
         });
         for i in 0..n {
@@ -216,6 +258,7 @@ impl FilterRun {
                     active: true,
                     incarnation,
                     created: true,
+                    context_id: self.stream.context_id,
                 };
                 Ok(())
             }
@@ -245,7 +288,11 @@ impl FilterRun {
                 // Another stream broke the Vm that held our context.
                 return (None, Vec::new());
             }
+            stream.context_id = member.context_id;
             let result = f(vm, stream);
+            if vm.has_stream_signals() {
+                signals::deliver(chain.id, i, incarnation, vm.take_stream_signals());
+            }
             (Some(result), vm.take_http_calls())
         });
         match outcome {
@@ -312,7 +359,8 @@ impl FilterRun {
     }
 
     /// After a callback: answer http calls, and wait while the filter keeps
-    /// the stream paused. `Some(flow)` ends the phase early.
+    /// the stream paused, until something resumes it or
+    /// [`Chain::pause_timeout`] passes. `Some(flow)` ends the phase early.
     async fn settle(
         &mut self,
         i: usize,
@@ -320,7 +368,11 @@ impl FilterRun {
         action: Option<Action>,
     ) -> Result<Option<Flow>, ProxyError> {
         let mut paused = action == Some(Action::Pause);
+        let mut deadline = None;
         loop {
+            while let Some((_, op)) = self.inbox.as_mut().and_then(|inbox| inbox.try_next()) {
+                self.stream.apply(op);
+            }
             if self.stream.close_requested {
                 return Err(self.closed_by(i));
             }
@@ -336,19 +388,41 @@ impl FilterRun {
             if resumed {
                 paused = false;
             }
-            if self.calls.is_empty() {
-                break;
+            if !self.calls.is_empty() {
+                self.answer_next_call().await?;
+                continue;
             }
-            self.answer_next_call().await?;
+            if !paused || !self.members[i].active {
+                return Ok(None);
+            }
+            // Paused with nothing of its own pending: wait for a tick, a
+            // queue, a root call's answer or another stream to resume it.
+            let deadline = *deadline
+                .get_or_insert_with(|| tokio::time::Instant::now() + self.chain.pause_timeout);
+            let inbox = self.inbox_for(i);
+            match tokio::time::timeout_at(deadline, inbox.next()).await {
+                Ok(Some((_, op))) => self.stream.apply(op),
+                Ok(None) | Err(_) => {
+                    return Err(ProxyError::FilterStalled {
+                        route: self.chain.route.clone(),
+                        filter: self.chain.filters[i].name.clone(),
+                    });
+                }
+            }
         }
-        if paused && self.members[i].active {
-            let def = &self.chain.filters[i];
-            return Err(ProxyError::FilterStalled {
-                route: self.chain.route.clone(),
-                filter: def.name.clone(),
-            });
-        }
-        Ok(None)
+    }
+
+    /// This request's inbox, with filter `i`'s context registered in it.
+    fn inbox_for(&mut self, i: usize) -> &mut Inbox {
+        let key = ContextKey {
+            chain: self.chain.id,
+            filter: i,
+            incarnation: self.members[i].incarnation,
+            context: self.members[i].context_id,
+        };
+        let inbox = self.inbox.get_or_insert_with(|| Box::new(Inbox::new()));
+        inbox.register(key);
+        inbox
     }
 
     async fn answer_next_call(&mut self) -> Result<(), ProxyError> {
@@ -500,6 +574,7 @@ impl FilterRun {
                     // Another stream broke the Vm that held our context.
                     return None;
                 }
+                stream.context_id = member.context_id;
                 if member.active {
                     return Some(vm.end_stream(stream));
                 }

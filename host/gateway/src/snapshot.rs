@@ -131,8 +131,11 @@ impl Snapshot {
             }
             let m = rc.matcher.clone().unwrap_or_default();
             matchers.push(Matcher::new(m.host.as_deref(), m.path_prefix.as_deref()));
-            let chain = (!filters.is_empty())
-                .then(|| Arc::new(Chain::new(rc.name.clone(), filters, upstreams.clone())));
+            let chain = (!filters.is_empty()).then(|| {
+                let chain = Chain::new(rc.name.clone(), filters, upstreams.clone());
+                // A paused request waits at most the route's own upstream timeout.
+                Arc::new(chain.with_pause_timeout(upstream.timeout))
+            });
             routes.push(Route {
                 name: rc.name.as_str().into(),
                 upstream: upstream.clone(),

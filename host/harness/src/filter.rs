@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use wasmgate_abi::{
     Fault, FaultKind, HttpCallRequest, HttpCallResponse, LogLevel, LogRecord, MetricSample, Plugin,
-    Properties, Runtime, Vm,
+    Properties, Runtime, StreamSignal, Vm,
 };
 
 use crate::error::{Error, Result};
@@ -44,6 +44,9 @@ pub(crate) struct Inner {
     logs: Vec<LogRecord>,
     /// http calls dispatched and not yet answered, from any context.
     pub(crate) pending_calls: Vec<HttpCallRequest>,
+    /// Stream operations addressed to a stream from another context's callback, not yet
+    /// picked up by that stream ([`HttpStream::receive`]).
+    pub(crate) signals: Vec<StreamSignal>,
     /// Context ids of streams created and not finished on the current instance.
     pub(crate) live_streams: HashSet<u32>,
     /// Faults seen, oldest first: (callback, kind).
@@ -74,6 +77,7 @@ impl Filter {
             properties,
             logs: Vec::new(),
             pending_calls: Vec::new(),
+            signals: Vec::new(),
             live_streams: HashSet::new(),
             faults: Vec::new(),
             since_tick: Duration::ZERO,
@@ -393,6 +397,7 @@ impl Inner {
             self.generation += 1;
             self.live_streams.clear();
             self.pending_calls.clear();
+            self.signals.clear();
             self.since_tick = Duration::ZERO;
             self.vm = Some(vm);
         }
@@ -434,6 +439,7 @@ impl Inner {
         };
         self.logs.extend(vm.take_logs());
         self.pending_calls.extend(vm.take_http_calls());
+        self.signals.extend(vm.take_stream_signals());
         let value = match result {
             Ok(value) => value,
             Err(fault) => return Err(self.discard(fault)),
@@ -442,6 +448,7 @@ impl Inner {
         let ready = vm.dispatch_queue_ready();
         self.logs.extend(vm.take_logs());
         self.pending_calls.extend(vm.take_http_calls());
+        self.signals.extend(vm.take_stream_signals());
         match ready {
             Ok(()) => Ok(value),
             Err(fault) => Err(self.discard(fault)),
@@ -455,7 +462,20 @@ impl Inner {
         self.vm = None;
         self.live_streams.clear();
         self.pending_calls.clear();
+        self.signals.clear();
         Error::Fault(fault)
+    }
+
+    /// Takes the stream operations addressed to context `context_id`.
+    pub(crate) fn take_signals(&mut self, context_id: u32) -> Vec<StreamSignal> {
+        if self.signals.is_empty() {
+            return Vec::new();
+        }
+        let (mine, others) = std::mem::take(&mut self.signals)
+            .into_iter()
+            .partition(|s| s.context_id == context_id);
+        self.signals = others;
+        mine
     }
 
     /// Removes the pending call `token`.

@@ -76,8 +76,28 @@ impl HttpStream {
             self.finished = true;
         }
         drop(inner);
-        self.apply_resumes();
+        self.receive();
         result
+    }
+
+    /// Applies what other callbacks addressed to this stream after
+    /// `proxy_set_effective_context` (a resume, a close or a local response from `on_tick`,
+    /// `on_queue_ready`, a root http call's answer or another stream), as a proxy would;
+    /// returns how many operations that was. Every callback of this stream does it too;
+    /// call it after [`crate::Filter::tick`] and the like.
+    pub fn receive(&mut self) -> usize {
+        let signals = match self.filter.inner.try_borrow_mut() {
+            Ok(mut inner) if inner.generation == self.generation => {
+                inner.take_signals(self.stream.context_id)
+            }
+            _ => Vec::new(),
+        };
+        let n = signals.len();
+        for signal in signals {
+            self.stream.apply(signal.op);
+        }
+        self.apply_resumes();
+        n
     }
 
     fn apply_resumes(&mut self) {
@@ -238,6 +258,7 @@ impl HttpStream {
             if inner.generation == self.generation {
                 inner.live_streams.remove(&id);
                 inner.pending_calls.retain(|c| c.context_id != id);
+                inner.signals.retain(|s| s.context_id != id);
             }
         }
     }

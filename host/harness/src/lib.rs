@@ -109,6 +109,9 @@
 //!   which also fires `on_tick` for each elapsed tick period.
 //! - **Queues**: `on_queue_ready` is delivered after the callback that enqueued, as Envoy
 //!   does; [`Filter::deliver_queue_ready`] delivers items enqueued by other filters.
+//! - **Other contexts acting on a stream**: what `on_tick`, `on_queue_ready` or a root http
+//!   call's answer address to a stream after `proxy_set_effective_context` (resume it, answer
+//!   it, close it) reaches that stream at its next callback or [`HttpStream::receive`].
 //! - **Shared data and queues** are per runtime and VM id: filters started with
 //!   [`Harness::runtime`] on one runtime share them, like plugins in one proxy.
 //!

@@ -39,6 +39,9 @@ pub fn setups() -> Vec<Setup> {
         trap_fail_open(),
         trap_in_response(),
         trap_grpc(),
+        postpone(),
+        postpone_respond(),
+        assemblyscript(),
     ]
 }
 
@@ -434,6 +437,64 @@ fn local_response() -> Setup {
             .client(CLIENT),
             scenario("passes otherwise", Request::get("/pass", &[])).client(PASSED),
             scenario("closed stream", Request::get("/reset", &[])).client(CLIENT),
+        ],
+    }
+}
+
+/// `postpone.wasm`: a request paused in its headers and resumed from `on_tick` through
+/// `set_effective_context` (the Go SDK's `postpone_requests`); Envoy answers it as soon as
+/// the tick comes, and so must wasmgate (issue 14).
+fn postpone() -> Setup {
+    Setup {
+        name: "postpone",
+        wasm: "postpone",
+        config: "period_ms=50",
+        token: None,
+        fail_open: false,
+        scenarios: vec![
+            scenario("resumed by a tick", Request::get("/later", &[]))
+                .client(&["x-postpone"])
+                .backend(&["x-postponed"]),
+            scenario(
+                "not postponed",
+                Request::get("/now", &[("x-postpone", "no")]),
+            )
+            .client(&["x-postpone"])
+            .backend(&["x-postponed"]),
+        ],
+    }
+}
+
+/// `postpone.wasm` answering the paused request from `on_tick` with a local response.
+fn postpone_respond() -> Setup {
+    Setup {
+        name: "postpone_respond",
+        wasm: "postpone",
+        config: "period_ms=50;then=respond",
+        token: None,
+        fail_open: false,
+        scenarios: vec![
+            scenario("answered by a tick", Request::get("/later", &[]))
+                .client(&["x-answered-by", "content-type"]),
+        ],
+    }
+}
+
+/// `as_headers.wasm`, built with AssemblyScript on `@solo-io/proxy-runtime` (issue 14):
+/// header edits in both directions and a local response.
+fn assemblyscript() -> Setup {
+    const CLIENT: &[&str] = &["x-as-response", "x-as-denied", "content-type"];
+    Setup {
+        name: "assemblyscript",
+        wasm: "as_headers",
+        config: "from-config",
+        token: None,
+        fail_open: false,
+        scenarios: vec![
+            scenario("headers edited", Request::get("/hello", &[]))
+                .client(CLIENT)
+                .backend(&["x-as-config", "x-as-path"]),
+            scenario("answered locally", Request::get("/deny", &[])).client(CLIENT),
         ],
     }
 }

@@ -4,7 +4,8 @@
 //! Request/response headers and trailers belong to the stream of the running callback; the
 //! http-call response maps to the response being delivered. A map that is not available
 //! reads as empty (size 0; the Rust SDK only accepts OK here) and refuses writes with
-//! BAD_ARGUMENT, as Envoy does.
+//! BAD_ARGUMENT, as Envoy does. A map type the ABI does not define (above 7) is BAD_ARGUMENT
+//! for every call, before anything else is read, as in Envoy.
 
 use wasmtime::{Caller, Linker};
 
@@ -84,6 +85,9 @@ fn map_mut(state: &mut HostState, ty: u32) -> Option<&mut HeaderMap> {
 
 /// `proxy_get_header_map_size(type, *size)`: serialized size in bytes (0 when empty).
 fn proxy_get_header_map_size(mut caller: Caller<'_, HostState>, ty: u32, out: u32) -> HostResult {
+    if ty > map::MAX {
+        return status(Status::BadArgument);
+    }
     let size = map_ref(caller.data(), ty).map_or(0, HeaderMap::serialized_len);
     let mem = memory(&caller)?.data_mut(&mut caller);
     write_u32(mem, out, size as u32, "proxy_get_header_map_size size")?;
@@ -98,6 +102,9 @@ fn proxy_get_header_map_pairs(
     ptr_out: u32,
     len_out: u32,
 ) -> HostResult {
+    if ty > map::MAX {
+        return status(Status::BadArgument);
+    }
     let len = map_ref(caller.data(), ty).map_or(0, HeaderMap::serialized_len);
     return_value(&mut caller, len, ptr_out, len_out, |state, dst| {
         map_ref(state, ty).is_some_and(|m| m.serialize_to_slice(dst))
@@ -112,6 +119,9 @@ fn proxy_set_header_map_pairs(
     ptr: u32,
     len: u32,
 ) -> HostResult {
+    if ty > map::MAX {
+        return status(Status::BadArgument);
+    }
     let memory = memory(&caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let bytes = slice(
@@ -144,6 +154,9 @@ fn proxy_get_header_map_value(
     ptr_out: u32,
     len_out: u32,
 ) -> HostResult {
+    if ty > map::MAX {
+        return status(Status::BadArgument);
+    }
     let memory = memory(&caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let key = slice(
@@ -230,7 +243,8 @@ fn proxy_replace_header_map_value(
 }
 
 /// The shared body of the add and replace calls: reads the pair from guest memory (`what`
-/// names the call in errors), answers BAD_ARGUMENT for a non-UTF-8 key or an unknown map,
+/// names the call in errors), answers BAD_ARGUMENT for a non-UTF-8 key or an unknown or
+/// unavailable map,
 /// enforces the pair limit, then applies `write` (inlined: one copy per caller).
 fn write_pair(
     caller: &mut Caller<'_, HostState>,
@@ -239,6 +253,9 @@ fn write_pair(
     what: &'static str,
     write: impl FnOnce(&mut HeaderMap, &str, &[u8]),
 ) -> HostResult {
+    if ty > map::MAX {
+        return status(Status::BadArgument);
+    }
     let memory = memory(caller)?;
     let (mem, state) = memory.data_and_store_mut(caller);
     let (key, value) = key_value(mem, kv, what)?;
@@ -257,6 +274,9 @@ fn proxy_remove_header_map_value(
     kptr: u32,
     klen: u32,
 ) -> HostResult {
+    if ty > map::MAX {
+        return status(Status::BadArgument);
+    }
     let memory = memory(&caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let key = slice(

@@ -12,7 +12,7 @@ use crate::limits::{MAX_MAP_PAIRS, MAX_NAME_BYTES, MAX_PENDING_HTTP_CALLS};
 use crate::memory::{memory, slice, str_slice, write_u32};
 use crate::state::HostState;
 use crate::status::Status;
-use crate::stream::deserialize_map;
+use crate::stream::{HeaderMap, deserialize_map};
 
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap("env", "proxy_http_call", proxy_http_call)?;
@@ -22,7 +22,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 /// `proxy_http_call(upstream, upstream_size, headers, headers_size, body, body_size,
 /// trailers, trailers_size, timeout_ms, *token)`: BAD_ARGUMENT for an upstream not in
 /// [`crate::PluginSpec::upstreams`] or headers without `:authority`, `:method` and `:path`;
-/// INTERNAL_FAILURE when too many calls are pending.
+/// INTERNAL_FAILURE when too many calls are pending. A `host` header stands in for a missing
+/// `:authority` (Envoy's header map treats them as one): it is moved there, so the embedder
+/// always finds the authority in `:authority`.
 #[allow(clippy::too_many_arguments)]
 fn proxy_http_call(
     mut caller: Caller<'_, HostState>,
@@ -57,6 +59,8 @@ fn proxy_http_call(
     ) else {
         return status(Status::BadArgument);
     };
+    let mut headers = headers;
+    host_as_authority(&mut headers);
     let body = body.to_vec();
     if [":authority", ":method", ":path"]
         .iter()
@@ -80,4 +84,20 @@ fn proxy_http_call(
         timeout: Duration::from_millis(u64::from(timeout_ms)),
     });
     status(Status::Ok)
+}
+
+/// Moves a non-empty `host` into a missing or empty `:authority`.
+fn host_as_authority(headers: &mut HeaderMap) {
+    if headers.get(":authority").is_some_and(|a| !a.is_empty()) {
+        return;
+    }
+    let Some(host) = headers
+        .get("host")
+        .filter(|h| !h.is_empty())
+        .map(<[u8]>::to_vec)
+    else {
+        return;
+    };
+    headers.remove("host");
+    headers.replace(":authority", host);
 }

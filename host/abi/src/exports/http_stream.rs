@@ -2,14 +2,16 @@
 //! `proxy_get_status`.
 //!
 //! These only record the filter's wish on the [`crate::Stream`]; the embedder acts on it after
-//! the callback returns.
+//! the callback returns. A wish for another stream context (after
+//! `proxy_set_effective_context`, say from `on_tick`) becomes a [`crate::StreamSignal`].
 
 use wasmtime::{Caller, Linker};
 
 use super::{HostResult, status};
 use crate::limits::{MAX_MAP_PAIRS, MAX_NAME_BYTES};
 use crate::memory::{memory, slice, write_u32};
-use crate::state::HostState;
+use crate::signal::StreamOp;
+use crate::state::{HostState, StreamTarget};
 use crate::status::{Status, stream_type};
 use crate::stream::{LocalResponse, deserialize_map};
 
@@ -28,32 +30,38 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 /// `proxy_continue_stream(stream_type)`: sets `resume_request`/`resume_response`. TCP stream
 /// types are accepted and ignored (this host runs HTTP filters only).
 fn proxy_continue_stream(mut caller: Caller<'_, HostState>, ty: u32) -> HostResult {
-    let Some(stream) = caller.data_mut().stream.get_mut() else {
-        return status(Status::BadArgument);
-    };
-    match ty {
-        stream_type::HTTP_REQUEST => stream.resume_request = true,
-        stream_type::HTTP_RESPONSE => stream.resume_response = true,
-        stream_type::DOWNSTREAM | stream_type::UPSTREAM => {}
+    let op = match ty {
+        stream_type::HTTP_REQUEST => StreamOp::ResumeRequest,
+        stream_type::HTTP_RESPONSE => StreamOp::ResumeResponse,
+        stream_type::DOWNSTREAM | stream_type::UPSTREAM => return status(Status::Ok),
         _ => return status(Status::BadArgument),
-    }
-    status(Status::Ok)
+    };
+    apply(caller.data_mut(), op)
 }
 
 /// `proxy_close_stream(stream_type)`: sets `close_requested`.
 fn proxy_close_stream(mut caller: Caller<'_, HostState>, ty: u32) -> HostResult {
-    let Some(stream) = caller.data_mut().stream.get_mut() else {
-        return status(Status::BadArgument);
-    };
     if ty > stream_type::UPSTREAM {
         return status(Status::BadArgument);
     }
-    stream.close_requested = true;
+    apply(caller.data_mut(), StreamOp::Close)
+}
+
+/// Applies `op` to the stream the running callback addresses: OK, or BAD_ARGUMENT when it
+/// addresses none.
+fn apply(state: &mut HostState, op: StreamOp) -> HostResult {
+    match state.stream_target() {
+        StreamTarget::Lent(stream) => stream.apply(op),
+        StreamTarget::Other(context_id) => state.signal(context_id, op),
+        StreamTarget::None => return status(Status::BadArgument),
+    }
     status(Status::Ok)
 }
 
 /// `proxy_send_local_response(status, details, details_size, body, body_size, headers,
-/// headers_size, grpc_status)`: records the response for the embedder to send.
+/// headers_size, grpc_status)`: records the response for the embedder to send. The first
+/// response of a callback wins: a second one is ignored and still answered OK, as in Envoy
+/// (whose host never reports its refusal; the Rust SDK panics on anything but OK here).
 #[allow(clippy::too_many_arguments)]
 fn proxy_send_local_response(
     mut caller: Caller<'_, HostState>,
@@ -76,20 +84,22 @@ fn proxy_send_local_response(
     let Ok(headers) = deserialize_map(headers, MAX_MAP_PAIRS) else {
         return status(Status::BadArgument);
     };
-    let Some(stream) = state.stream.get_mut() else {
-        return status(Status::BadArgument);
-    };
     if !(100..=999).contains(&code) {
         return status(Status::BadArgument);
     }
-    stream.local_response = Some(LocalResponse {
+    if let StreamTarget::Lent(stream) = state.stream_target()
+        && stream.local_response.is_some()
+    {
+        return status(Status::Ok);
+    }
+    let local = LocalResponse {
         status: code,
         details: String::from_utf8_lossy(details).into_owned(),
         body: body.to_vec(),
         headers,
         grpc_status,
-    });
-    status(Status::Ok)
+    };
+    apply(state, StreamOp::LocalResponse(Box::new(local)))
 }
 
 /// `proxy_get_status(*code, **message, *message_size)`: the status of the last gRPC

@@ -1,4 +1,6 @@
-//! Non-blocking replacements for part of `wasi_snapshot_preview1`.
+//! Non-blocking replacements for part of WASI preview 1, under both of its module names
+//! (`wasi_snapshot_preview1`, and `wasi_unstable`, which AssemblyScript imports; Envoy's host
+//! links every WASI function under both).
 //!
 //! wasmtime-wasi runs the preview-1 I/O functions (`fd_*`, `path_*`, `poll_oneoff`) through
 //! `Handle::block_on` on tokio, which panics when called from a tokio worker thread, where a
@@ -7,7 +9,9 @@
 //!
 //! - `fd_write` to stdout/stderr goes to the plugin's log (stdout = info, stderr = error);
 //! - `fd_read` of stdin is end-of-file; `fd_fdstat_get` describes the three stdio fds;
-//! - `poll_oneoff` is NOTSUP (a filter must not sleep on a proxy thread);
+//! - `poll_oneoff` returns at once, successfully, with no events, as in Envoy: a filter must
+//!   not sleep on a proxy thread, and Go's runtime (timers, `time.Sleep`, the panic path)
+//!   aborts with `fatal error` on any error from it;
 //! - everything else is BADF, as for any fd that is not open.
 //!
 //! Environment, arguments, clocks, random and `proc_exit` stay wasmtime-wasi's.
@@ -17,38 +21,41 @@ use wasmtime::{Caller, Linker};
 use crate::memory::memory;
 use crate::state::HostState;
 
-const MODULE: &str = "wasi_snapshot_preview1";
+/// The module names WASI functions are linked under: preview 1 and its predecessor.
+pub(crate) const MODULES: [&str; 2] = ["wasi_snapshot_preview1", "wasi_unstable"];
 const ERRNO_SUCCESS: i32 = 0;
 const ERRNO_BADF: i32 = 8;
 const ERRNO_FAULT: i32 = 21;
 const ERRNO_INVAL: i32 = 28;
-const ERRNO_NOTSUP: i32 = 58;
 const ERRNO_SPIPE: i32 = 70;
 /// Most iovecs accepted in one read/write.
 const MAX_IOVS: u32 = 1024;
 
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
-    let result = add_shims(linker);
+    let result = MODULES
+        .iter()
+        .try_for_each(|module| add_shims(linker, module));
     linker.allow_shadowing(false);
     result
 }
 
 macro_rules! badf {
-    ($linker:ident, $name:literal, ($($arg:ident : $ty:ty),*)) => {
-        $linker.func_wrap(MODULE, $name, |_: Caller<'_, HostState>, $($arg: $ty),*| -> i32 {
+    ($linker:ident, $module:ident, $name:literal, ($($arg:ident : $ty:ty),*)) => {
+        $linker.func_wrap($module, $name, |_: Caller<'_, HostState>, $($arg: $ty),*| -> i32 {
             let _ = ($($arg,)*);
             ERRNO_BADF
         })?;
     };
 }
 
-fn add_shims(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(MODULE, "fd_write", fd_write)?;
-    linker.func_wrap(MODULE, "fd_read", fd_read)?;
-    linker.func_wrap(MODULE, "fd_fdstat_get", fd_fdstat_get)?;
+fn add_shims(linker: &mut Linker<HostState>, module: &str) -> wasmtime::Result<()> {
+    linker.func_wrap(module, "fd_write", fd_write)?;
+    linker.func_wrap(module, "fd_read", fd_read)?;
+    linker.func_wrap(module, "fd_fdstat_get", fd_fdstat_get)?;
+    linker.func_wrap(module, "poll_oneoff", poll_oneoff)?;
     linker.func_wrap(
-        MODULE,
+        module,
         "fd_seek",
         |_: Caller<'_, HostState>, fd: i32, _off: i64, _whence: i32, _out: i32| -> i32 {
             if (0..=2).contains(&fd) {
@@ -58,34 +65,27 @@ fn add_shims(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             }
         },
     )?;
-    linker.func_wrap(
-        MODULE,
-        "poll_oneoff",
-        |_: Caller<'_, HostState>, _in: i32, _out: i32, _n: i32, _nevents: i32| -> i32 {
-            ERRNO_NOTSUP
-        },
-    )?;
-    badf!(linker, "fd_advise", (fd: i32, offset: i64, len: i64, advice: i32));
-    badf!(linker, "fd_close", (fd: i32));
-    badf!(linker, "fd_datasync", (fd: i32));
-    badf!(linker, "fd_sync", (fd: i32));
-    badf!(linker, "fd_filestat_get", (fd: i32, buf: i32));
-    badf!(linker, "fd_filestat_set_size", (fd: i32, size: i64));
-    badf!(linker, "fd_filestat_set_times", (fd: i32, atim: i64, mtim: i64, flags: i32));
-    badf!(linker, "fd_pread", (fd: i32, iovs: i32, iovs_len: i32, offset: i64, nread: i32));
-    badf!(linker, "fd_pwrite", (fd: i32, iovs: i32, iovs_len: i32, offset: i64, nwritten: i32));
-    badf!(linker, "fd_readdir", (fd: i32, buf: i32, buf_len: i32, cookie: i64, used: i32));
-    badf!(linker, "fd_renumber", (fd: i32, to: i32));
-    badf!(linker, "path_create_directory", (fd: i32, path: i32, path_len: i32));
-    badf!(linker, "path_filestat_get", (fd: i32, flags: i32, path: i32, path_len: i32, buf: i32));
-    badf!(linker, "path_filestat_set_times", (fd: i32, flags: i32, path: i32, path_len: i32, atim: i64, mtim: i64, fst: i32));
-    badf!(linker, "path_link", (fd: i32, flags: i32, path: i32, path_len: i32, fd2: i32, path2: i32, path2_len: i32));
-    badf!(linker, "path_open", (fd: i32, dirflags: i32, path: i32, path_len: i32, oflags: i32, base: i64, inheriting: i64, fdflags: i32, out: i32));
-    badf!(linker, "path_readlink", (fd: i32, path: i32, path_len: i32, buf: i32, buf_len: i32, used: i32));
-    badf!(linker, "path_remove_directory", (fd: i32, path: i32, path_len: i32));
-    badf!(linker, "path_rename", (fd: i32, path: i32, path_len: i32, fd2: i32, path2: i32, path2_len: i32));
-    badf!(linker, "path_symlink", (path: i32, path_len: i32, fd: i32, path2: i32, path2_len: i32));
-    badf!(linker, "path_unlink_file", (fd: i32, path: i32, path_len: i32));
+    badf!(linker, module, "fd_advise", (fd: i32, offset: i64, len: i64, advice: i32));
+    badf!(linker, module, "fd_close", (fd: i32));
+    badf!(linker, module, "fd_datasync", (fd: i32));
+    badf!(linker, module, "fd_sync", (fd: i32));
+    badf!(linker, module, "fd_filestat_get", (fd: i32, buf: i32));
+    badf!(linker, module, "fd_filestat_set_size", (fd: i32, size: i64));
+    badf!(linker, module, "fd_filestat_set_times", (fd: i32, atim: i64, mtim: i64, flags: i32));
+    badf!(linker, module, "fd_pread", (fd: i32, iovs: i32, iovs_len: i32, offset: i64, nread: i32));
+    badf!(linker, module, "fd_pwrite", (fd: i32, iovs: i32, iovs_len: i32, offset: i64, nwritten: i32));
+    badf!(linker, module, "fd_readdir", (fd: i32, buf: i32, buf_len: i32, cookie: i64, used: i32));
+    badf!(linker, module, "fd_renumber", (fd: i32, to: i32));
+    badf!(linker, module, "path_create_directory", (fd: i32, path: i32, path_len: i32));
+    badf!(linker, module, "path_filestat_get", (fd: i32, flags: i32, path: i32, path_len: i32, buf: i32));
+    badf!(linker, module, "path_filestat_set_times", (fd: i32, flags: i32, path: i32, path_len: i32, atim: i64, mtim: i64, fst: i32));
+    badf!(linker, module, "path_link", (fd: i32, flags: i32, path: i32, path_len: i32, fd2: i32, path2: i32, path2_len: i32));
+    badf!(linker, module, "path_open", (fd: i32, dirflags: i32, path: i32, path_len: i32, oflags: i32, base: i64, inheriting: i64, fdflags: i32, out: i32));
+    badf!(linker, module, "path_readlink", (fd: i32, path: i32, path_len: i32, buf: i32, buf_len: i32, used: i32));
+    badf!(linker, module, "path_remove_directory", (fd: i32, path: i32, path_len: i32));
+    badf!(linker, module, "path_rename", (fd: i32, path: i32, path_len: i32, fd2: i32, path2: i32, path2_len: i32));
+    badf!(linker, module, "path_symlink", (path: i32, path_len: i32, fd: i32, path2: i32, path2_len: i32));
+    badf!(linker, module, "path_unlink_file", (fd: i32, path: i32, path_len: i32));
     Ok(())
 }
 
@@ -143,6 +143,26 @@ fn fd_write(
         total = total.saturating_add(len);
     }
     if write_u32(mem, nwritten as u32, total) {
+        ERRNO_SUCCESS
+    } else {
+        ERRNO_FAULT
+    }
+}
+
+/// `poll_oneoff(in, out, nsubscriptions, *nevents)`: no event, at once, successfully
+/// (Envoy's answer). Nothing waits: a clock subscription (Go's `time.Sleep`, its timers,
+/// the pause before a panic's exit) returns early, and fd subscriptions have no fds to wait on.
+fn poll_oneoff(
+    mut caller: Caller<'_, HostState>,
+    _in: i32,
+    _out: i32,
+    _nsubscriptions: i32,
+    nevents: i32,
+) -> i32 {
+    let Ok(memory) = memory(&caller) else {
+        return ERRNO_FAULT;
+    };
+    if write_u32(memory.data_mut(&mut caller), nevents as u32, 0) {
         ERRNO_SUCCESS
     } else {
         ERRNO_FAULT

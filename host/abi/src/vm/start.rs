@@ -51,6 +51,7 @@ impl Vm {
             memory: None,
             scratch: Vec::new(),
             http_calls: Vec::new(),
+            stream_signals: Vec::new(),
             next_token: 1,
             http_response: None,
             tick_period: None,

@@ -1,7 +1,9 @@
 //! What filters do outside of requests, per worker: `on_tick` when a
 //! filter set a tick period, `on_queue_ready` for queues it registered, and
 //! http calls dispatched from the root context (answered with
-//! `on_http_call_response` on the same Vm).
+//! `on_http_call_response` on the same Vm). What these callbacks address to
+//! a paused request (resume it, answer it) goes to that request through
+//! `signals`.
 //!
 //! Each worker runs [`run`], which also instantiates the filters of the
 //! live configuration up front so that timers start without waiting for a
@@ -15,6 +17,7 @@ use wasmgate_abi::{HttpCallRequest, Vm};
 use super::{
     Chain, http_call,
     instances::{VMS, slot},
+    signals,
 };
 use crate::Shared;
 
@@ -65,6 +68,9 @@ fn drive(chains: &[Arc<Chain>]) -> Vec<(Arc<Chain>, usize, HttpCallRequest)> {
                     None => slot.next_tick = None,
                 }
                 let result = result.and_then(|()| vm.dispatch_queue_ready());
+                if vm.has_stream_signals() {
+                    signals::deliver(chain.id, i, slot.incarnation, vm.take_stream_signals());
+                }
                 calls.extend(
                     vm.take_http_calls()
                         .into_iter()
@@ -101,6 +107,9 @@ async fn answer(chain: Arc<Chain>, i: usize, call: HttpCallRequest) {
             let vm = slot.vm.as_mut().expect("slot() instantiates");
             if let Err(fault) = vm.on_http_call_response(None, token, response) {
                 fail(&chain, i, &fault, vm);
+            }
+            if vm.has_stream_signals() {
+                signals::deliver(chain.id, i, slot.incarnation, vm.take_stream_signals());
             }
             pending.extend(vm.take_http_calls());
         });
