@@ -1,8 +1,9 @@
 //! Attacks on the request path from outside, after the boundary fixes
 //! (issue 12): raw sockets against the gateway, crafted backends behind it.
 //!
-//! Tests marked `#[ignore = "finding: ..."]` fail today and document a
-//! finding; the others are attacks that held, kept as regression tests.
+//! The first group reproduces what an attack round found (each failed
+//! before its fix); the second holds attacks that held from the start.
+//! All are regression tests.
 //! The suite runs both ways (`WASMGATE_LEAN_HTTP1=off` too), so every
 //! passing test here holds on the lean paths and on hyper's.
 
@@ -502,11 +503,10 @@ fn lenient(target: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// Findings: each test fails today.
+// Findings of the attack round, each fixed since.
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding: /api/..%2Fpublic, ..%5C, ..\\ and ..; carry /api/'s secret to what nginx, IIS or Tomcat read as /public"]
 async fn encoded_separators_never_carry_the_secret_out_of_its_prefix() {
     let backend = Strict::echo().await;
     let gw = start(backend.addr, &secure_and_public(), "");
@@ -538,7 +538,6 @@ async fn encoded_separators_never_carry_the_secret_out_of_its_prefix() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding: no Host, or `Connection: host`, reaches the upstream with another Host (lean) or none (hyper)"]
 async fn the_host_a_route_matched_is_the_host_the_upstream_gets() {
     let backend = Strict::echo().await;
     let gw = start(backend.addr, &secure_and_public(), "");
@@ -565,7 +564,6 @@ async fn the_host_a_route_matched_is_the_host_the_upstream_gets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding: a client's `Forwarded` header reaches the upstream as sent, while x-forwarded-* are overwritten"]
 async fn a_clients_forwarded_header_is_not_trusted() {
     let backend = Strict::echo().await;
     let gw = start(backend.addr, &secure_and_public(), "");
@@ -587,7 +585,6 @@ async fn a_clients_forwarded_header_is_not_trusted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding: CONNECT is forwarded (authority-form as `CONNECT  HTTP/1.1`, origin-form with the route's secret)"]
 async fn connect_is_answered_never_forwarded() {
     let backend = Strict::echo().await;
     let gw = start(backend.addr, &secure_and_public(), "");
@@ -609,7 +606,6 @@ async fn connect_is_answered_never_forwarded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding: a client that half-closes after its request gets no answer from hyper's server (the lean loop answers)"]
 async fn a_half_closed_client_still_gets_its_answer() {
     let backend =
         Strict::start(|s| vec![Step::Wait(Duration::from_millis(50)), send(ok(&s.target))]).await;
@@ -632,7 +628,6 @@ async fn a_half_closed_client_still_gets_its_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding: after a lean-served request, an HTTP/2 preface switches the connection to HTTP/2 (hyper alone refuses)"]
 async fn a_connection_never_switches_to_http2_midway() {
     let backend = Strict::echo().await;
     let gw = start(backend.addr, ALL, "");
@@ -655,7 +650,6 @@ async fn a_connection_never_switches_to_http2_midway() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding: a 204/304 that declares a body is pooled; its late body answers another client (lean and hyper)"]
 async fn a_bodiless_status_declaring_a_body_is_not_reused() {
     const POISON: &str = "HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nPOISONED";
     let backend = Strict::start(|s| {
@@ -698,7 +692,6 @@ async fn a_bodiless_status_declaring_a_body_is_not_reused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding: no cap on upstream connections: two HTTP/2 clients with 150 streams each open 300"]
 async fn upstream_connections_are_capped() {
     let backend =
         Strict::start(|s| vec![Step::Wait(Duration::from_millis(500)), send(ok(&s.target))]).await;

@@ -246,6 +246,23 @@ pub struct LimitsConfig {
     /// (default, as nginx), `reject` (400) or `allow`. CGI-style backends
     /// read `_` as `-`, so such a header can pose as another one.
     pub headers_with_underscores: UnderscorePolicy,
+    /// Paths with an encoded `/` or `\\` (`%2F`, `%5C`), a raw `\\`, or a
+    /// `..;` / `.;` segment, which backends read in different ways (nginx,
+    /// IIS and Tomcat as a separator or a dot segment): `reject` (default,
+    /// 400) or `keep` (forwarded as sent, for APIs that encode `/` in a
+    /// segment). Routing never decodes them.
+    pub path_with_escaped_slashes: EscapedSlashes,
+}
+
+/// What happens to a request path with an encoded slash or backslash.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EscapedSlashes {
+    /// The request is answered 400.
+    #[default]
+    Reject,
+    /// Forwarded as sent (matched as sent).
+    Keep,
 }
 
 /// What happens to a request header whose name has an `_`.
@@ -272,6 +289,7 @@ impl Default for LimitsConfig {
             drain_timeout: Duration::from_secs(30),
             max_concurrent_streams: 256,
             headers_with_underscores: UnderscorePolicy::Drop,
+            path_with_escaped_slashes: EscapedSlashes::Reject,
         }
     }
 }

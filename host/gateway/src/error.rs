@@ -74,10 +74,12 @@ pub enum ProxyError {
         /// Filter name.
         filter: String,
     },
-    /// `TRACE` is answered by the gateway, never forwarded: a backend that
-    /// echoes it would hand the client the headers the filters injected.
-    #[error("TRACE is not forwarded")]
-    TraceRefused,
+    /// `TRACE` (and IIS's `TRACK`) and `CONNECT` are answered by the
+    /// gateway, never forwarded: a backend that echoes a TRACE would hand
+    /// the client the headers the filters injected, and a CONNECT would
+    /// turn the connection into a tunnel nobody frames.
+    #[error("{0} is not forwarded")]
+    MethodRefused(&'static str),
     /// A request framing the gateway cannot forward as it came (a transfer
     /// coding other than `chunked`).
     #[error("not implemented: {0}")]
@@ -122,7 +124,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } | ProxyError::FilterStalled { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            ProxyError::TraceRefused => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::MethodRefused(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::FilterFailed { .. }
             | ProxyError::FilterInvalid { .. }
@@ -169,7 +171,7 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if matches!(self, ProxyError::TraceRefused) {
+        if matches!(self, ProxyError::MethodRefused(_)) {
             let allow = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
             response
                 .headers_mut()
@@ -206,7 +208,7 @@ impl ProxyError {
                 format!("upstream {upstream} timed out\n")
             }
             ProxyError::UpstreamFailed { upstream, .. } => format!("upstream {upstream} failed\n"),
-            ProxyError::TraceRefused => "TRACE is not forwarded\n".to_string(),
+            ProxyError::MethodRefused(method) => format!("{method} is not forwarded\n"),
             ProxyError::NotImplemented(what) => format!("not implemented: {what}\n"),
             ProxyError::FilterFailed { filter, .. } => format!("filter {filter} failed\n"),
             ProxyError::FilterInvalid { route, .. } => format!("route {route}: a filter failed\n"),

@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, header, header::Entry};
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -36,9 +37,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         // usual ones) name no header that is not removed below anyway.
         let named: Vec<HeaderName> = tokens(headers, header::CONNECTION)
             .filter(|t| {
+                // `Host` is end to end whatever `Connection` says: routing
+                // chose by it.
                 !t.is_empty()
                     && !t.eq_ignore_ascii_case("keep-alive")
                     && !t.eq_ignore_ascii_case("close")
+                    && !t.eq_ignore_ascii_case("host")
             })
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
@@ -204,7 +208,9 @@ fn is_other_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Appends the client to `x-forwarded-for` and sets `x-forwarded-proto`
 /// and `x-forwarded-host` (overwriting client-sent copies: the gateway is
-/// the edge and knows better).
+/// the edge and knows better). A client's `Forwarded` (RFC 7239) and
+/// `x-real-ip` are dropped: backends that trust them would take a
+/// client's word for its address, host and scheme.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
     client: &HeaderValue,
@@ -226,6 +232,8 @@ pub fn add_forwarded(
             e.insert(HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client.clone()));
         }
     }
+    headers.remove(header::FORWARDED);
+    headers.remove(X_REAL_IP);
     let proto = if https { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match host {

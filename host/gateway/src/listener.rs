@@ -44,6 +44,8 @@ pub fn server_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .keep_alive(true)
+        // A client may shut its side after the request and still read the answer.
+        .half_close(true)
         .max_headers(limits.max_headers)
         .max_buf_size(limits.max_header_bytes.max(8192));
     builder
@@ -122,27 +124,36 @@ async fn serve(
         proxy::handle(req, info.clone(), shared.snapshot.load_full())
     };
     // hyper serves the connection (or the rest of it).
-    let hyper_serves = |io: Box<dyn Io>| {
+    // After requests served as HTTP/1.1, the connection stays HTTP/1.1:
+    // an HTTP/2 preface midway is a malformed request, not a new protocol.
+    let hyper_serves = |io: Box<dyn Io>, http1_only: bool| {
         let (in_flight, call) = (activity.clone(), call.clone());
         let service = service_fn(move |req: Request<Incoming>| {
             counted(in_flight.clone(), call(req.map(RequestBody::Incoming)))
         });
-        watcher.watch(
+        let io = TokioIo::new(io);
+        let connection = if http1_only {
             builder
-                .serve_connection(TokioIo::new(io), service)
-                .into_owned(),
-        )
+                .as_ref()
+                .clone()
+                .http1_only()
+                .serve_connection(io, service)
+                .into_owned()
+        } else {
+            builder.serve_connection(io, service).into_owned()
+        };
+        watcher.watch(connection)
     };
     let served = async {
         match tls {
             None if !crate::lean::enabled() => {
-                hyper_serves(Box::new(CountedIo::new(tcp, activity.clone()))).await
+                hyper_serves(Box::new(CountedIo::new(tcp, activity.clone())), false).await
             }
             None => {
                 // The lean HTTP/1.1 path first; hyper takes over at the
                 // first request it does not serve (h1.rs).
                 let mut io = CountedIo::new(tcp, activity.clone());
-                let read = match h1::serve(
+                let handed = match h1::serve(
                     &mut io,
                     max_headers,
                     max_head_bytes,
@@ -153,10 +164,10 @@ async fn serve(
                 .await
                 {
                     h1::Ended::Closed => return Ok(()),
-                    h1::Ended::HandOff(read) => read,
+                    h1::Ended::HandOff { read, served } => (read, served),
                 };
-                io.unread(read);
-                hyper_serves(Box::new(io)).await
+                io.unread(handed.0);
+                hyper_serves(Box::new(io), handed.1).await
             }
             Some(acceptor) => {
                 let stream = match tokio::time::timeout(header_read, acceptor.accept(tcp)).await {
@@ -170,7 +181,7 @@ async fn serve(
                         return Ok(());
                     }
                 };
-                hyper_serves(Box::new(CountedIo::new(stream, activity.clone()))).await
+                hyper_serves(Box::new(CountedIo::new(stream, activity.clone())), false).await
             }
         }
     };

@@ -9,6 +9,32 @@
 //! encoded (`%2F` is not `/`), and a path that needs no change costs one
 //! scan and no allocation.
 
+/// Why a path would mean different things to different backends, if it
+/// would: an encoded `/` or `\\` (`%2F`, `%5C`), a raw `\\`, or a segment
+/// `..;…` / `.;…` (Tomcat and Spring read it as a dot segment). Checked on
+/// the normal form, so `%2e%2e;` counts too.
+pub fn ambiguous(path: &str) -> Option<&'static str> {
+    let bytes = path.as_bytes();
+    if bytes.contains(&b'\\') {
+        return Some("backslash in the path");
+    }
+    let escaped = bytes.windows(3).any(|w| {
+        w[0] == b'%'
+            && (w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f')
+                || w[1] == b'5' && w[2].eq_ignore_ascii_case(&b'c'))
+    });
+    if escaped {
+        return Some("encoded slash or backslash in the path");
+    }
+    if path
+        .split('/')
+        .any(|s| s.starts_with(".;") || s.starts_with("..;"))
+    {
+        return Some("dot segment with parameters in the path");
+    }
+    None
+}
+
 /// The normalised form of `path` (no query), or `None` when it is already
 /// normal. Only origin-form paths (starting with `/`) are normalised.
 pub fn normalize(path: &str) -> Option<String> {
@@ -129,6 +155,23 @@ mod tests {
         assert_eq!(norm("/a%2Fb/..%2f"), "/a%2Fb/..%2F");
         assert_eq!(norm("/bad%zz"), "/bad%zz");
         assert_eq!(norm("/caf\u{e9}/%7e"), "/caf\u{e9}/~");
+    }
+
+    #[test]
+    fn ambiguous_separators_are_named() {
+        for p in [
+            "/api/..%2Fpublic",
+            "/a%2fb",
+            "/api/..%5Cx",
+            "/api/..\\x",
+            "/api/..;/x",
+            "/.;x/y",
+        ] {
+            assert!(ambiguous(p).is_some(), "{p}");
+        }
+        for p in ["/api/x", "/a;b=1/c", "/a/..b;/c", "/%41", "/a%20b"] {
+            assert_eq!(ambiguous(p), None, "{p}");
+        }
     }
 
     #[test]

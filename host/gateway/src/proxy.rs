@@ -33,7 +33,7 @@ use crate::{
     access_log::Entry,
     body::{Body, RequestBody},
     chain::{BodyStep, FilterRun, Flow, Side, Verdict},
-    config::UnderscorePolicy,
+    config::{EscapedSlashes, UnderscorePolicy},
     error::{ProxyError, StreamReset},
     filtered_body::{FilteredBody, LimitedBody},
     headers::{
@@ -151,17 +151,31 @@ pub async fn handle(
         .map(http::uri::Authority::as_str)
         .or_else(|| host_header.as_ref().and_then(|h| h.to_str().ok()));
     let path = uri.path();
-    let route_index = first_match(&snapshot.matchers, host, path);
+    // What is refused before any route is looked at: methods never
+    // forwarded, paths whose meaning depends on the backend.
+    let refused = refused_method(&method)
+        .map(ProxyError::MethodRefused)
+        .or_else(|| {
+            (snapshot.limits.path_with_escaped_slashes == EscapedSlashes::Reject)
+                .then(|| crate::path::ambiguous(path))
+                .flatten()
+                .map(ProxyError::BadRequest)
+        });
+    let route_index = match refused {
+        Some(_) => None,
+        None => first_match(&snapshot.matchers, host, path),
+    };
     let route = route_index.map(|i| &snapshot.routes[i]);
     let mut sent_headers = None;
     let mut before = Vec::new();
     let mut reset = false;
-    let mut response = match route {
-        None => {
+    let mut response = match (refused, route) {
+        (Some(e), _) => answer(e),
+        (None, None) => {
             snapshot_no_route(&snapshot);
             answer(ProxyError::NoRoute)
         }
-        Some(route) => {
+        (None, Some(route)) => {
             let exchange = Exchange {
                 conn: &conn,
                 snapshot: &snapshot,
@@ -231,6 +245,16 @@ fn frame_response(response: &mut Response<Body>, head_request: bool, close: bool
     }
 }
 
+/// A method the gateway answers itself (405), never forwarding it.
+fn refused_method(method: &http::Method) -> Option<&'static str> {
+    match method.as_str() {
+        "TRACE" => Some("TRACE"),
+        "TRACK" => Some("TRACK"),
+        "CONNECT" => Some("CONNECT"),
+        _ => None,
+    }
+}
+
 /// How far a request body was read.
 #[derive(Debug, Default)]
 pub struct BodyWatch {
@@ -271,13 +295,15 @@ fn check_request(
             limit: limits.max_headers,
         });
     }
-    if parts.method == http::Method::TRACE {
-        return Err(ProxyError::TraceRefused);
-    }
-    // RFC 9112 §3.2: more than one Host is a 400.
+    // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host (the target's
+    // authority stands in for it when there is one).
     let mut hosts = parts.headers.get_all(header::HOST).iter();
-    if hosts.next().is_some() && hosts.next().is_some() {
-        return Err(ProxyError::BadRequest("more than one Host"));
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(ProxyError::BadRequest("more than one Host")),
+        (None, _) if parts.version == Version::HTTP_11 && parts.uri.authority().is_none() => {
+            return Err(ProxyError::BadRequest("no Host"));
+        }
+        _ => {}
     }
     if parts.headers.contains_key(header::TRANSFER_ENCODING) && !is_only_chunked(&parts.headers) {
         return Err(ProxyError::NotImplemented(

@@ -42,6 +42,7 @@ use crate::{
     body::{Body, BoxError},
     config::{Config, UpstreamConfig, UpstreamProtocol},
     error::ProxyError,
+    h1::response::declares_a_body_it_cannot_have,
     headers::{is_only_chunked, strip_hop_by_hop},
     metrics::UpstreamStats,
     tls::{ClientTls, client_config},
@@ -332,9 +333,16 @@ impl Upstream {
             let result = match sender {
                 Sender::H1(mut s) => {
                     frame_h1_body(&mut req);
-                    let sent = s.try_send_request(req);
-                    self.checkin(Sender::H1(s));
-                    sent.await
+                    // Back in the pool once the response head says the
+                    // connection can carry another exchange (it is busy
+                    // until then anyway).
+                    let sent = s.try_send_request(req).await;
+                    if let Ok(response) = &sent
+                        && !declares_a_body_it_cannot_have(response.status(), response.headers())
+                    {
+                        self.checkin(Sender::H1(s));
+                    }
+                    sent
                 }
                 Sender::H2(mut s) => {
                     *req.uri_mut() = self.absolute_uri(&req);

@@ -91,7 +91,8 @@ pub(crate) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, St
     let keep_alive = version == Version::HTTP_11
         && !close_asked
         && !matches!(framing, Framing::Close)
-        && !ambiguous;
+        && !ambiguous
+        && !declares_a_body_it_cannot_have(status, &headers);
     if seen.hop_by_hop {
         // Read above; not for the client (see `Upstream::send`).
         strip_hop_by_hop(&mut headers);
@@ -132,6 +133,16 @@ impl Seen {
     }
 }
 
+/// A 204 or 304 whose head announces a body anyway (a non-zero
+/// `Content-Length`, any `Transfer-Encoding`): the backend may well send
+/// it after the head, so the connection is not reused (both clients).
+pub(crate) fn declares_a_body_it_cannot_have(status: StatusCode, headers: &HeaderMap) -> bool {
+    (status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED)
+        && (headers.contains_key(header::TRANSFER_ENCODING)
+            || content_length(headers).map_or(true, |n| n.unwrap_or(0) > 0))
+}
+
+/// How a response's body is delimited (RFC 9112 §6.3).
 fn framing(
     headers: &HeaderMap,
     seen: Seen,

@@ -64,8 +64,14 @@ pub(super) enum Ended {
     /// failed).
     Closed,
     /// The next request is hyper's: it serves the rest of the connection,
-    /// starting with these bytes, already read.
-    HandOff(BytesMut),
+    /// starting with these bytes, already read; `served` when this loop
+    /// answered requests before (the connection is HTTP/1.1 from then on).
+    HandOff {
+        /// The bytes read and not yet served.
+        read: BytesMut,
+        /// Whether any request was served here.
+        served: bool,
+    },
 }
 
 /// Serves requests from `io` until the connection closes, the worker stops
@@ -86,6 +92,7 @@ where
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = Vec::with_capacity(1024);
+    let mut served = false;
     let mut fields = Fields::new();
     let max_fields = max_fields.min(MAX_FIELDS);
     loop {
@@ -94,7 +101,9 @@ where
                 match parse(&mut buf, max_fields, max_head_bytes, &mut fields) {
                     Parsed::Request(req, persistence) => break (req, persistence),
                     Parsed::Partial if buf.len() <= max_head_bytes => {}
-                    Parsed::Partial | Parsed::HandOff => return Ended::HandOff(buf),
+                    Parsed::Partial | Parsed::HandOff => {
+                        return Ended::HandOff { read: buf, served };
+                    }
                     Parsed::Invalid => {
                         let _ = io.write_all(BAD_REQUEST).await;
                         return Ended::Closed;
@@ -125,6 +134,7 @@ where
             // A filter reset the stream: no answer.
             return Ended::Closed;
         };
+        served = true;
         let keep_alive = persistence == Persistence::KeepAlive && !*stop.borrow();
         match write_response(io, &mut out, response, head_request, keep_alive).await {
             Ok(true) => {}
