@@ -406,6 +406,9 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--out", type=Path, default=ROOT / "target/bench/results.json")
     ap.add_argument("--readme", action="store_true", help="rewrite the results table in BENCHMARKS.md")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another wasmgate binary (an earlier build) to run side by side, "
+                         "with and without the filter, as `baseline ...` targets")
     args = ap.parse_args()
 
     for tool in ("nginx", "envoy", "wrk", "h2load", "taskset"):
@@ -429,12 +432,16 @@ def main() -> int:
     targets = []
     p = backend_port
     targets.append(Target("backend (direct)", p, [], client_headers=auth, h2_port=backend_h2))
-    for name, wasm in (("wasmgate (no filter)", False), ("wasmgate + wasm", True)):
-        port, admin = free_port(), free_port()
-        conf = wasmgate_conf(workdir, name.split()[0] + ("-wasm" if wasm else "-plain"), port, admin, backend_port, wasm, cache)
-        targets.append(t(name, [str(WASMGATE), "run", "--config", str(conf)], port,
-                         {"BENCH_TOKEN": SECRET, "RUST_LOG": "warn"}, f"http://127.0.0.1:{admin}/ready",
-                         None if wasm else auth))
+    builds = [("", WASMGATE)] + ([("baseline ", args.baseline)] if args.baseline else [])
+    for prefix, binary in builds:
+        for name, wasm in (("wasmgate (no filter)", False), ("wasmgate + wasm", True)):
+            name = prefix + name
+            port, admin = free_port(), free_port()
+            conf = wasmgate_conf(workdir, name.replace(" ", "-").replace("(", "").replace(")", ""),
+                                 port, admin, backend_port, wasm, cache)
+            targets.append(t(name, [str(binary), "run", "--config", str(conf)], port,
+                             {"BENCH_TOKEN": SECRET, "RUST_LOG": "warn"}, f"http://127.0.0.1:{admin}/ready",
+                             None if wasm else auth))
     for name, wasm in (("envoy + wasm (V8)", True), ("envoy native", False)):
         port, admin = free_port(), free_port()
         conf = envoy_conf(workdir, "envoy-wasm" if wasm else "envoy-native", port, admin, backend_port, wasm)
@@ -536,6 +543,9 @@ PAIRS = {
     "CPU, wasmgate + wasm / Envoy + wasm": ("wasmgate + wasm", "envoy + wasm (V8)", "cpu_us", "over"),
     "p99, wasmgate + wasm / nginx": ("wasmgate + wasm", "nginx proxy_set_header", "p99_us", "over"),
     "p99, wasmgate + wasm / Envoy + wasm": ("wasmgate + wasm", "envoy + wasm (V8)", "p99_us", "over"),
+    # With --baseline: this build against the earlier one.
+    "CPU µs/req, wasmgate + wasm − baseline": ("wasmgate + wasm", "baseline wasmgate + wasm", "cpu_us", "minus"),
+    "CPU µs/req, wasmgate − baseline (no filter)": ("wasmgate (no filter)", "baseline wasmgate (no filter)", "cpu_us", "minus"),
 }
 
 
@@ -582,10 +592,11 @@ def render(s: dict) -> str:
             cells = []
             for proto in ("http1", "h2"):
                 v = pairs.get(proto, {}).get(label)
-                fmt = "{:.1f}" if label.startswith("filter") else "{:.2f}"
+                fmt = "{:.1f}" if label.startswith("filter") or "−" in label else "{:.2f}"
                 cells.append(f"{fmt.format(v['median'])} ({fmt.format(v['min'])}–{fmt.format(v['max'])})"
                              if v else "-")
-            lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+            if cells != ["-", "-"]:
+                lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
         lines.append("")
     lines += ["| target | peak RSS MiB | RSS with 1,000 idle keep-alive conns MiB |", "|---|---:|---:|"]
     for name, t in s["targets"].items():
