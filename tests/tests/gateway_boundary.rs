@@ -502,3 +502,38 @@ routes: [{{ name: all, match: {{}}, upstream: backend }}]
     assert_eq!(backend.heads().len(), 64);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filters_name_is_its_plugin_name() -> anyhow::Result<()> {
+    let backend = RawBackend::start(|_| vec![send(FRESH)]).await?;
+    let routes = format!(
+        r#"
+  - name: named
+    match: {{ path_prefix: /named }}
+    upstream: backend
+    filters: [{{ wasm: {wasm:?}, name: auth-injector, config: "get=plugin_name" }}]
+  - name: unnamed
+    match: {{}}
+    upstream: backend
+    filters: [{{ wasm: {wasm:?}, config: "get=plugin_name" }}]"#,
+        wasm = wasmgate_tests::wasm("properties")
+    );
+    let gw = start(&backend, &routes, "")?;
+    let named = get(gw.addr(), "a.test", "/named", &[]).await?;
+    assert_eq!(named.headers["x-prop-plugin-name"], "auth-injector", "{:?}", named.headers);
+    let unnamed = get(gw.addr(), "a.test", "/other", &[]).await?;
+    assert_eq!(unnamed.headers["x-prop-plugin-name"], "unnamed/0");
+
+    // Two filters with one name: refused, naming the key.
+    let dup = format!(
+        r#"
+  - name: a
+    match: {{}}
+    upstream: backend
+    filters: [{{ wasm: {wasm:?}, name: twice }}, {{ wasm: {wasm:?}, name: twice }}]"#,
+        wasm = wasmgate_tests::wasm("properties")
+    );
+    let e = start(&backend, &dup, "").expect_err("duplicate names refused");
+    assert!(e.to_string().contains("filters[1].name"), "{e}");
+    Ok(())
+}

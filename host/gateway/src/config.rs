@@ -199,6 +199,10 @@ pub enum OnError {
 pub struct FilterConfig {
     /// Path of the `.wasm` module.
     pub wasm: PathBuf,
+    /// The filter's name: its `plugin_name` property, and its name in logs
+    /// and metrics (default `<route>/<index>`); unique in the file.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Plugin configuration: a mapping is passed as JSON, a string as is.
     #[serde(default)]
     pub config: Option<serde_json::Value>,

@@ -105,7 +105,10 @@ impl Snapshot {
             let key = format!("routes[{i}] {:?}", rc.name);
             let mut filters = Vec::new();
             for (j, fc) in rc.filters.iter().enumerate() {
-                let name = format!("{}/{j}", rc.name);
+                let name = fc
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}/{j}", rc.name));
                 let spec = plugin_spec(&config, fc, &name, &names, &mut warnings, &key, j);
                 match runtime.load(spec) {
                     Ok(plugin) => filters.push(FilterDef {

@@ -99,7 +99,12 @@ pub fn request_stream(
 ) -> PooledStream {
     let mut stream = PooledStream::take();
     let map = &mut stream.request_headers;
-    map.add_lowercase(":method", parts.method.as_str().as_bytes());
+    // Envoy's order: `:authority`, `:path`, `:method`, `:scheme`.
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .map_or(&[][..], HeaderValue::as_bytes);
+    map.add_lowercase(":authority", authority);
     map.add_lowercase(
         ":path",
         parts
@@ -108,11 +113,7 @@ pub fn request_stream(
             .map_or("/", |p| p.as_str())
             .as_bytes(),
     );
-    let authority = parts
-        .headers
-        .get(header::HOST)
-        .map_or(&[][..], HeaderValue::as_bytes);
-    map.add_lowercase(":authority", authority);
+    map.add_lowercase(":method", parts.method.as_str().as_bytes());
     map.add_lowercase(":scheme", if conn.tls { b"https" } else { b"http" });
     map.extend_lowercase(
         parts
@@ -363,6 +364,14 @@ mod tests {
 
     fn values<'a>(h: &'a http::HeaderMap, name: &str) -> Vec<&'a [u8]> {
         h.get_all(name).iter().map(HeaderValue::as_bytes).collect()
+    }
+
+    #[test]
+    fn pseudo_headers_come_in_envoys_order() {
+        let p = parts();
+        let s = stream(&p);
+        let names: Vec<&str> = s.request_headers.iter().map(|(n, _)| n).take(4).collect();
+        assert_eq!(names, [":authority", ":path", ":method", ":scheme"]);
     }
 
     #[test]

@@ -99,6 +99,7 @@ fn redaction_keeps_names_hides_values() {
     let mut c = parse(GOOD).unwrap();
     c.routes[0].filters.push(FilterConfig {
         wasm: "f.wasm".into(),
+        name: None,
         config: Some(
             serde_json::json!({"add": {"headers": ["Authorization:Bearer s3cret"]}, "n": 5}),
         ),

@@ -83,6 +83,7 @@ impl Config {
             p.add("routes", "at least one route is required");
         }
         let mut names = HashSet::new();
+        let mut filter_names = std::collections::HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {
             let key = format!("routes[{i}] {:?}", route.name);
             if route.name.is_empty() {
@@ -127,6 +128,21 @@ impl Config {
             }
             for (j, filter) in route.filters.iter().enumerate() {
                 let fkey = format!("{key}.filters[{j}]");
+                let name = filter
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}/{j}", route.name));
+                if name.is_empty() || name.chars().any(char::is_control) {
+                    p.add(
+                        format!("{fkey}.name"),
+                        "must be a non-empty name without control characters",
+                    );
+                } else if !filter_names.insert(name.clone()) {
+                    p.add(
+                        format!("{fkey}.name"),
+                        format!("{name:?} names another filter too"),
+                    );
+                }
                 check_file(&mut p, &self, &format!("{fkey}.wasm"), &filter.wasm);
                 for name in &filter.env {
                     if name.is_empty() || name.contains('=') || name.contains('\0') {
