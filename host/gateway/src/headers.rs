@@ -32,6 +32,68 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             other = true;
         }
     }
+    strip_found(headers, connection, other);
+}
+
+/// What one pass over a message's fields found of those the proxy acts on,
+/// so that the lookups (a hash each) are made only for fields present.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Scan {
+    /// `Connection`.
+    pub connection: bool,
+    /// Another hop-by-hop field (`Transfer-Encoding`, `TE`, `Upgrade`,
+    /// `Keep-Alive`, `Proxy-Connection`).
+    pub other_hop_by_hop: bool,
+    /// `Transfer-Encoding`.
+    pub transfer_encoding: bool,
+    /// `Content-Length`: `Some(Ok(n))` when valid, `Some(Err(_))` when not.
+    pub content_length: Option<Result<u64, InvalidLength>>,
+    /// `Content-Length` is one field of plain digits (the form the proxy
+    /// writes itself; a list `5, 5` is rewritten).
+    pub content_length_plain: bool,
+    /// How many `Host` fields.
+    pub hosts: usize,
+    /// A name with an `_`.
+    pub underscore: bool,
+    /// `Forwarded` or `x-real-ip`.
+    pub forwarded: bool,
+    /// `content-type: application/grpc…`.
+    pub grpc: bool,
+}
+
+/// One pass over `headers`: see [`Scan`].
+pub fn scan(headers: &HeaderMap) -> Scan {
+    let mut s = Scan::default();
+    for (name, value) in headers {
+        if name == header::CONNECTION {
+            s.connection = true;
+        } else if name == header::CONTENT_LENGTH {
+            let n = parse_length(value.as_bytes());
+            s.content_length_plain =
+                s.content_length.is_none() && value.as_bytes().iter().all(u8::is_ascii_digit);
+            s.content_length = Some(match (s.content_length, n) {
+                (None, n) => n,
+                (Some(Ok(a)), Ok(b)) if a == b => Ok(a),
+                _ => Err(InvalidLength),
+            });
+        } else if name == header::HOST {
+            s.hosts += 1;
+        } else if name == header::CONTENT_TYPE {
+            s.grpc = value.as_bytes().starts_with(b"application/grpc");
+        } else if is_other_hop_by_hop(name) {
+            s.other_hop_by_hop = true;
+            s.transfer_encoding |= name == header::TRANSFER_ENCODING;
+        } else if name == header::FORWARDED || name == X_REAL_IP {
+            s.forwarded = true;
+        } else if name.as_str().contains('_') {
+            s.underscore = true;
+        }
+    }
+    s
+}
+
+/// Removes the hop-by-hop fields a scan found.
+fn strip_found(headers: &mut HeaderMap, connection: bool, other: bool) {
     if connection {
         // The options `Connection` names; `keep-alive` and `close` (the
         // usual ones) name no header that is not removed below anyway.
@@ -74,14 +136,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// length. Without a length, the side that sends the message frames the
 /// body as it streams (chunked, or an HTTP/2 stream's end).
 pub fn own_framing(headers: &mut HeaderMap, length: Option<u64>) {
-    strip_hop_by_hop(headers);
+    let found = scan(headers);
+    strip_found(headers, found.connection, found.other_hop_by_hop);
     match length {
+        // Already exactly that (the usual case): nothing to write.
+        Some(n) if found.content_length == Some(Ok(n)) && found.content_length_plain => {}
         Some(n) => {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         }
-        None => {
+        None if found.content_length.is_some() => {
             headers.remove(header::CONTENT_LENGTH);
         }
+        None => {}
     }
 }
 
@@ -90,17 +156,37 @@ pub fn own_framing(headers: &mut HeaderMap, length: Option<u64>) {
 /// `Content-Length` as the metadata it is there (the size a `GET` would
 /// get); 1xx, 204 and 304 carry none (RFC 9110 §8.6; hyper's server drops
 /// a 304's too, and both server paths must agree).
-pub fn own_response_framing(headers: &mut HeaderMap, status: http::StatusCode, head_request: bool) {
-    let metadata = head_request
-        && status != http::StatusCode::NO_CONTENT
-        && status != http::StatusCode::NOT_MODIFIED
-        && !status.is_informational();
-    let length = if metadata {
-        content_length(headers).ok().flatten()
-    } else {
-        None
+///
+/// `body_length` is the exact length of the body going out, if known: a
+/// `Content-Length` that says exactly that stays (no rewrite needed).
+/// Returns whether the response asked for `Connection: close`.
+pub fn own_response_framing(
+    headers: &mut HeaderMap,
+    status: http::StatusCode,
+    head_request: bool,
+    body_length: Option<u64>,
+) -> bool {
+    let bodiless = status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED
+        || status.is_informational();
+    let found = scan(headers);
+    let length = match found.content_length {
+        None | Some(Err(_)) => None,
+        Some(Ok(_)) if bodiless || !found.content_length_plain => None,
+        Some(Ok(n)) if head_request => Some(n),
+        Some(Ok(n)) => body_length.filter(|&b| b == n),
     };
-    own_framing(headers, length);
+    let close = found.connection
+        && tokens(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("close"));
+    strip_found(headers, found.connection, found.other_hop_by_hop);
+    match length {
+        Some(_) => {}
+        None if found.content_length.is_some() => {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        None => {}
+    }
+    close
 }
 
 /// A `Content-Length` that is not one valid length.
@@ -113,15 +199,26 @@ pub struct InvalidLength;
 pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, InvalidLength> {
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let n = parse_digits(part.trim_ascii()).ok_or(InvalidLength)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(InvalidLength);
-            }
-            length = Some(n);
+        let n = parse_length(value.as_bytes())?;
+        if length.is_some_and(|l| l != n) {
+            return Err(InvalidLength);
         }
+        length = Some(n);
     }
     Ok(length)
+}
+
+/// One `Content-Length` value: digits, or a list of equal ones.
+fn parse_length(value: &[u8]) -> Result<u64, InvalidLength> {
+    let mut length = None;
+    for part in value.split(|&b| b == b',') {
+        let n = parse_digits(part.trim_ascii()).ok_or(InvalidLength)?;
+        if length.is_some_and(|l| l != n) {
+            return Err(InvalidLength);
+        }
+        length = Some(n);
+    }
+    length.ok_or(InvalidLength)
 }
 
 /// A decimal number of ASCII digits only, without overflow.
@@ -145,13 +242,8 @@ pub fn is_only_chunked(headers: &HeaderMap) -> bool {
         && codings.next().is_none()
 }
 
-/// Whether any header name has an `_` (which CGI-style backends read as
-/// `-`: `Content_Length` would become `CONTENT_LENGTH`).
-pub fn has_underscore(headers: &HeaderMap) -> bool {
-    headers.keys().any(|n| n.as_str().contains('_'))
-}
-
-/// Drops every header whose name has an `_`.
+/// Drops every header whose name has an `_` (which CGI-style backends read
+/// as `-`: `Content_Length` would become `CONTENT_LENGTH`).
 pub fn drop_underscored(headers: &mut HeaderMap) {
     let names: Vec<HeaderName> = headers
         .keys()
@@ -216,6 +308,7 @@ pub fn add_forwarded(
     client: &HeaderValue,
     https: bool,
     host: Option<HeaderValue>,
+    forwarded: bool,
 ) {
     match headers.entry(X_FORWARDED_FOR) {
         Entry::Vacant(e) => {
@@ -232,8 +325,10 @@ pub fn add_forwarded(
             e.insert(HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client.clone()));
         }
     }
-    headers.remove(header::FORWARDED);
-    headers.remove(X_REAL_IP);
+    if forwarded {
+        headers.remove(header::FORWARDED);
+        headers.remove(X_REAL_IP);
+    }
     let proto = if https { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match host {
@@ -307,7 +402,12 @@ mod tests {
             (200, false, false),
         ] {
             let mut h = cl("12");
-            own_response_framing(&mut h, http::StatusCode::from_u16(status).unwrap(), head);
+            own_response_framing(
+                &mut h,
+                http::StatusCode::from_u16(status).unwrap(),
+                head,
+                None,
+            );
             assert_eq!(
                 h.contains_key(header::CONTENT_LENGTH),
                 kept,
@@ -315,7 +415,7 @@ mod tests {
             );
         }
         let mut h = cl("+12");
-        own_response_framing(&mut h, http::StatusCode::OK, true);
+        own_response_framing(&mut h, http::StatusCode::OK, true, None);
         assert!(h.is_empty());
     }
 
@@ -367,6 +467,7 @@ mod tests {
             &HeaderValue::from_static("127.0.0.1"),
             false,
             Some(HeaderValue::from_static("a.test")),
+            false,
         );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");

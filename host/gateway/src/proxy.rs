@@ -37,8 +37,8 @@ use crate::{
     error::{ProxyError, StreamReset},
     filtered_body::{FilteredBody, LimitedBody},
     headers::{
-        add_forwarded, content_length, drop_underscored, has_underscore, is_only_chunked,
-        own_framing, own_response_framing, strip_hop_by_hop, tokens,
+        Scan, add_forwarded, content_length, drop_underscored, is_only_chunked, own_framing,
+        own_response_framing, scan, strip_hop_by_hop,
     },
     route::first_match,
     snapshot::{Route, Snapshot},
@@ -124,13 +124,12 @@ pub async fn handle(
     let method = req.method().clone();
     let version = req.version();
     let head_request = method == http::Method::HEAD;
-    // gRPC clients read errors from `grpc-status`, not the HTTP status.
-    let grpc = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    // gRPC clients read errors from `grpc-status`, not the HTTP status;
+    // the request checks note whether it is one (in their scan of the
+    // fields), the early answers below look for themselves.
+    let grpc = AtomicBool::new(false);
     let answer = |e: ProxyError| {
-        if grpc {
+        if grpc.load(Ordering::Relaxed) {
             e.into_grpc_response()
         } else {
             e.into_response()
@@ -170,9 +169,13 @@ pub async fn handle(
     let mut before = Vec::new();
     let mut reset = false;
     let mut response = match (refused, route) {
-        (Some(e), _) => answer(e),
+        (Some(e), _) => {
+            grpc.store(scan(req.headers()).grpc, Ordering::Relaxed);
+            answer(e)
+        }
         (None, None) => {
             snapshot_no_route(&snapshot);
+            grpc.store(scan(req.headers()).grpc, Ordering::Relaxed);
             answer(ProxyError::NoRoute)
         }
         (None, Some(route)) => {
@@ -181,6 +184,7 @@ pub async fn handle(
                 snapshot: &snapshot,
                 route,
                 body: body.clone(),
+                grpc: &grpc,
             };
             match forward(req, exchange, &mut sent_headers, &mut before).await {
                 Ok(response) => response,
@@ -235,12 +239,10 @@ pub async fn handle(
 /// body was not read to the end, so the connection is out of step).
 fn frame_response(response: &mut Response<Body>, head_request: bool, close: bool) {
     let status = response.status();
-    let headers = response.headers_mut();
-    let close = close
-        || (headers.contains_key(header::CONNECTION)
-            && tokens(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("close")));
-    own_response_framing(headers, status, head_request);
-    if close {
+    let length = response.body().size_hint().exact();
+    let asked = own_response_framing(response.headers_mut(), status, head_request, length);
+    if close || asked {
+        let headers = response.headers_mut();
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }
@@ -271,6 +273,8 @@ struct Exchange<'a> {
     route: &'a Route,
     /// Present when the request has a body.
     body: Option<Arc<BodyWatch>>,
+    /// Set by the request checks for a gRPC request.
+    grpc: &'a AtomicBool,
 }
 
 fn snapshot_no_route(snapshot: &Snapshot) {
@@ -284,12 +288,18 @@ fn snapshot_no_route(snapshot: &Snapshot) {
 /// Request checks: what the gateway refuses or answers itself before any
 /// filter runs, and the request's headers made the proxy's own
 /// (hop-by-hop out, the target's authority as `Host`, `x-forwarded-*` in).
+/// Returns the answer, if the gateway gives it itself, and what the scan of
+/// the fields found.
 fn check_request(
     parts: &mut http::request::Parts,
     conn: &ConnInfo,
     snapshot: &Snapshot,
-) -> Result<Option<Response<Body>>, ProxyError> {
+    grpc: &AtomicBool,
+) -> Result<(Option<Response<Body>>, Scan), ProxyError> {
     let limits = &snapshot.limits;
+    // One pass over the fields; lookups only for what it found.
+    let found = scan(&parts.headers);
+    grpc.store(found.grpc, Ordering::Relaxed);
     if parts.headers.len() > limits.max_headers {
         return Err(ProxyError::TooManyHeaders {
             limit: limits.max_headers,
@@ -297,28 +307,23 @@ fn check_request(
     }
     // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host (the target's
     // authority stands in for it when there is one).
-    let mut hosts = parts.headers.get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => return Err(ProxyError::BadRequest("more than one Host")),
-        (None, _) if parts.version == Version::HTTP_11 && parts.uri.authority().is_none() => {
+    match found.hosts {
+        0 if parts.version == Version::HTTP_11 && parts.uri.authority().is_none() => {
             return Err(ProxyError::BadRequest("no Host"));
         }
-        _ => {}
+        0 | 1 => {}
+        _ => return Err(ProxyError::BadRequest("more than one Host")),
     }
-    if parts.headers.contains_key(header::TRANSFER_ENCODING) && !is_only_chunked(&parts.headers) {
+    if found.transfer_encoding && !is_only_chunked(&parts.headers) {
         return Err(ProxyError::NotImplemented(
             "transfer coding other than chunked",
         ));
     }
-    match limits.headers_with_underscores {
-        UnderscorePolicy::Allow => {}
-        UnderscorePolicy::Drop => {
-            if has_underscore(&parts.headers) {
-                drop_underscored(&mut parts.headers);
-            }
-        }
-        UnderscorePolicy::Reject => {
-            if has_underscore(&parts.headers) {
+    if found.underscore {
+        match limits.headers_with_underscores {
+            UnderscorePolicy::Allow => {}
+            UnderscorePolicy::Drop => drop_underscored(&mut parts.headers),
+            UnderscorePolicy::Reject => {
                 return Err(ProxyError::BadRequest("header name with an underscore"));
             }
         }
@@ -326,9 +331,11 @@ fn check_request(
     if parts.method == http::Method::OPTIONS
         && let Some(answer) = max_forwards(&mut parts.headers)
     {
-        return Ok(Some(answer));
+        return Ok((Some(answer), found));
     }
-    strip_hop_by_hop(&mut parts.headers);
+    if found.connection || found.other_hop_by_hop {
+        strip_hop_by_hop(&mut parts.headers);
+    }
     // RFC 9112 §3.2.2: the authority of an absolute-form (or HTTP/2)
     // target replaces `Host`; routing used it, so the filters and the
     // upstream see the same.
@@ -341,7 +348,13 @@ fn check_request(
         }
         None => parts.headers.get(header::HOST).cloned(),
     };
-    add_forwarded(&mut parts.headers, conn.peer_ip(), conn.tls, host_value);
+    add_forwarded(
+        &mut parts.headers,
+        conn.peer_ip(),
+        conn.tls,
+        host_value,
+        found.forwarded,
+    );
     // Origin form, as the client meant it; the upstream's prefix is added
     // after the filters (which see the client's path).
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
@@ -351,7 +364,7 @@ fn check_request(
             http::Uri::from_parts(origin).map_err(|_| ProxyError::BadRequest("request target"))?;
     }
     parts.version = Version::HTTP_11;
-    Ok(None)
+    Ok((None, found))
 }
 
 /// `Max-Forwards` on an `OPTIONS` request (RFC 9110 §7.6.2): at 0 the
@@ -388,6 +401,7 @@ async fn forward(
         snapshot,
         route,
         body: watch,
+        grpc,
     } = exchange;
     let (mut parts, body) = req.into_parts();
     // Request smuggling: hyper refuses conflicting Content-Lengths and a
@@ -401,9 +415,10 @@ async fn forward(
     if body.size_hint().lower() > limit {
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    if let Some(answer) = check_request(&mut parts, conn, snapshot)? {
-        return Ok(answer);
-    }
+    let found = match check_request(&mut parts, conn, snapshot, grpc)? {
+        (Some(answer), _) => return Ok(answer),
+        (None, found) => found,
+    };
     let upstream = &route.upstream;
     if snapshot.access_log.wants_headers() {
         *before = snapshot.access_log.before(&parts.headers);
@@ -413,10 +428,7 @@ async fn forward(
     // The body's length as the client framed it (a bodiless request with
     // `content-length: 0` keeps saying so).
     let declared = if request_eos {
-        parts
-            .headers
-            .contains_key(header::CONTENT_LENGTH)
-            .then_some(0)
+        found.content_length.is_some().then_some(0)
     } else {
         body.size_hint().exact()
     };
