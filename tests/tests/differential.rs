@@ -41,6 +41,7 @@ setups!(
     local_response,
     properties,
     properties_root,
+    properties_attributes,
     http_call,
     shared_data,
     trap,

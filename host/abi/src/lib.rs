@@ -32,7 +32,8 @@
 //! - `cache`: the on-disk cache of compiled modules.
 //! - `deadline`: the per-callback CPU deadline on top of epoch interruption.
 //! - `memory`: checked guest memory access and allocation through the guest allocator.
-//! - `properties`: property paths and the attributes derived from a stream.
+//! - [`properties`]: property paths, the attributes derived from a stream, their encodings,
+//!   and the table of every Envoy attribute and what wasmgate answers.
 //! - `shared`: shared data and queues, process-wide per `vm_id`.
 //! - `state`: the store data host functions reach.
 //! - `exports/*`: the `env.proxy_*` host functions, one file per ABI area, plus the
@@ -74,7 +75,7 @@ pub mod logs;
 mod memory;
 pub mod metrics;
 pub mod plugin;
-mod properties;
+pub mod properties;
 pub mod runtime;
 mod shared;
 pub mod signal;
@@ -91,7 +92,7 @@ pub use limits::Limits;
 pub use logs::{LogLevel, LogRecord};
 pub use metrics::{MetricKind, MetricSample};
 pub use plugin::{AbiVersion, Plugin, PluginSpec, WasmSource};
-pub use properties::Properties;
+pub use properties::{Attributes, Properties, StreamInfo};
 pub use runtime::{Runtime, RuntimeConfig};
 pub use signal::{StreamOp, StreamSignal};
 pub use status::{Action, Status};

@@ -41,7 +41,10 @@ impl Stream {
             StreamOp::ResumeResponse => self.resume_response = true,
             StreamOp::Close => self.close_requested = true,
             StreamOp::LocalResponse(local) => {
-                self.local_response.get_or_insert(*local);
+                if self.local_response.is_none() {
+                    self.info.local_details = Some(local.details.clone());
+                    self.local_response = Some(*local);
+                }
             }
         }
     }

@@ -8,7 +8,7 @@
 pub use crate::header_map::HeaderMap;
 use std::sync::Arc;
 
-use crate::properties::Properties;
+use crate::properties::{Attributes, Properties, StreamInfo};
 
 /// Why a guest-supplied serialized map could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,7 +122,10 @@ pub struct Stream {
     /// name), searched after [`Self::properties`], in order: an embedder
     /// sets them once, not per request. A filter's `proxy_set_property`
     /// writes to [`Self::properties`], which shadows these.
-    pub shared: Vec<Arc<Properties>>,
+    pub shared: Vec<Arc<dyn Attributes>>,
+    /// What the embedder knows about the request besides its maps (start, protocol), for
+    /// the attributes derived from it.
+    pub info: StreamInfo,
     /// Set by proxy_send_local_response; the embedder must send it instead of proxying.
     pub local_response: Option<LocalResponse>,
     /// Set by proxy_continue_stream(HTTP_REQUEST) while paused; the embedder clears it.
@@ -166,6 +169,7 @@ impl Stream {
             response_trailers,
             properties,
             shared,
+            info,
             local_response,
             resume_request,
             resume_response,
@@ -181,6 +185,7 @@ impl Stream {
         response_trailers.clear();
         properties.clear();
         shared.clear();
+        info.clear();
         *local_response = None;
         *resume_request = false;
         *resume_response = false;

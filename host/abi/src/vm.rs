@@ -311,6 +311,8 @@ impl Vm {
     /// Calls `proxy_on_log(ctx)`; header maps stay readable.
     pub fn on_log(&mut self, s: &mut Stream) -> Result<(), Fault> {
         const CB: &str = "proxy_on_log";
+        // The request is complete (`request.duration`).
+        s.info.end.get_or_insert_with(std::time::Instant::now);
         self.core.check(CB)?;
         let Some(func) = &self.cb.log else {
             return Ok(());

@@ -107,6 +107,7 @@ async fn serve(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let peer = info.peer;
+    let handshake = info.clone();
     let activity = Activity::new();
     let (idle, header_read, max_headers, max_head_bytes) = {
         let limits = &shared.snapshot.load().limits;
@@ -171,7 +172,15 @@ async fn serve(
             }
             Some(acceptor) => {
                 let stream = match tokio::time::timeout(header_read, acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
+                    Ok(Ok(s)) => {
+                        let session = s.get_ref().1;
+                        let version = match session.protocol_version() {
+                            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                            _ => "TLSv1.3",
+                        };
+                        handshake.set_tls(session.server_name(), version);
+                        s
+                    }
                     Ok(Err(e)) => {
                         tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
                         return Ok(());

@@ -17,8 +17,8 @@
 use std::{
     net::SocketAddr,
     sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
+        Arc, OnceLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Instant,
 };
@@ -27,7 +27,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
-use wasmgate_abi::{LocalResponse, Properties};
+use wasmgate_abi::{Attributes, LocalResponse, properties::encode};
 
 use crate::{
     access_log::Entry,
@@ -55,14 +55,58 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// Whether the client came over TLS.
     pub tls: bool,
+    /// The protocol of the request being served (set by [`handle`];
+    /// `request.protocol`).
+    pub version: Version,
+    /// When serving the request began (set by [`handle`]; `request.time`).
+    pub started: Option<Instant>,
     text: Arc<ConnText>,
 }
+
+/// Connection ids (`connection.id`), process-wide as Envoy's.
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug)]
 struct ConnText {
     peer_ip: HeaderValue,
-    /// `source.address` and `destination.address`, for filters.
-    properties: Arc<Properties>,
+    /// The connection as filters see it (`source.*`, `destination.*`,
+    /// `connection.*`), computed when a filter reads it.
+    attributes: Arc<ConnAttributes>,
+}
+
+/// A connection's attributes for filters; a [`wasmgate_abi::Attributes`]
+/// layer of every stream on the connection, which encodes a value only
+/// when a filter reads it.
+#[derive(Debug)]
+struct ConnAttributes {
+    peer: SocketAddr,
+    local: SocketAddr,
+    id: u64,
+    /// Set once the TLS handshake is done: (SNI, version).
+    tls: OnceLock<(String, &'static str)>,
+}
+
+impl Attributes for ConnAttributes {
+    fn attribute(&self, path: &str) -> Option<Vec<u8>> {
+        let port = |a: &SocketAddr| encode::int(i64::from(a.port()));
+        match path {
+            "source.address" => Some(self.peer.to_string().into_bytes()),
+            "source.port" => Some(port(&self.peer)),
+            "destination.address" => Some(self.local.to_string().into_bytes()),
+            "destination.port" => Some(port(&self.local)),
+            "connection.id" | "connection_id" => Some(encode::uint(self.id)),
+            // The listeners never ask for a client certificate.
+            "connection.mtls" => Some(encode::bool(false)),
+            "connection.requested_server_name" => Some(
+                self.tls
+                    .get()
+                    .map(|(sni, _)| sni.as_bytes().to_vec())
+                    .unwrap_or_default(),
+            ),
+            "connection.tls_version" => self.tls.get().map(|(_, v)| v.as_bytes().to_vec()),
+            _ => None,
+        }
+    }
 }
 
 impl ConnInfo {
@@ -70,19 +114,34 @@ impl ConnInfo {
     pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool) -> Self {
         let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown"));
-        let mut properties = Properties::new();
-        properties.insert("source.address", peer.to_string());
-        properties.insert("destination.address", local.to_string());
+        let attributes = ConnAttributes {
+            peer,
+            local,
+            id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
+            tls: OnceLock::new(),
+        };
         let text = ConnText {
             peer_ip,
-            properties: Arc::new(properties),
+            attributes: Arc::new(attributes),
         };
         Self {
             peer,
             local,
             tls,
+            version: Version::HTTP_11,
+            started: None,
             text: Arc::new(text),
         }
+    }
+
+    /// Records what the TLS handshake settled: the server name the client
+    /// asked for (SNI, empty without) and the version (`TLSv1.2`, `TLSv1.3`).
+    pub fn set_tls(&self, server_name: Option<&str>, version: &'static str) {
+        let _ = self
+            .text
+            .attributes
+            .tls
+            .set((server_name.unwrap_or_default().to_string(), version));
     }
 
     /// The client's IP as a header value (for `x-forwarded-for`).
@@ -90,10 +149,21 @@ impl ConnInfo {
         &self.text.peer_ip
     }
 
-    /// The connection's properties for filters (`source.address` and
-    /// `destination.address`, as `ip:port`).
-    pub fn properties(&self) -> &Arc<Properties> {
-        &self.text.properties
+    /// The connection's attributes for filters (`source.*`,
+    /// `destination.*`, `connection.*`).
+    pub fn attributes(&self) -> Arc<dyn Attributes> {
+        self.text.attributes.clone()
+    }
+}
+
+/// `request.protocol` as Envoy names it.
+pub fn protocol_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
     }
 }
 
@@ -105,10 +175,12 @@ impl ConnInfo {
 /// [`StreamReset`] when a filter called `proxy_close_stream`.
 pub async fn handle(
     mut req: Request<RequestBody>,
-    conn: ConnInfo,
+    mut conn: ConnInfo,
     snapshot: Arc<Snapshot>,
 ) -> Result<Response<Body>, StreamReset> {
     let start = Instant::now();
+    conn.version = req.version();
+    conn.started = Some(start);
     // Routes match, and upstreams receive, the one normal form of the path.
     if let Some(normal) = crate::path::normalize(req.uri().path()) {
         let mut parts = req.uri().clone().into_parts();

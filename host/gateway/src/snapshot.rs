@@ -11,7 +11,7 @@ use std::{
     },
 };
 
-use wasmgate_abi::{PluginSpec, Runtime, WasmSource};
+use wasmgate_abi::{PluginSpec, Properties, Runtime, WasmSource, properties::encode};
 
 use crate::{
     access_log::AccessLog,
@@ -137,7 +137,9 @@ impl Snapshot {
             let chain = (!filters.is_empty()).then(|| {
                 let chain = Chain::new(rc.name.clone(), filters, upstreams.clone());
                 // A paused request waits at most the route's own upstream timeout.
-                Arc::new(chain.with_pause_timeout(upstream.timeout))
+                let mut chain = chain.with_pause_timeout(upstream.timeout);
+                chain.properties = Arc::new(route_attributes(&rc.name, upstream));
+                Arc::new(chain)
             });
             routes.push(Route {
                 name: rc.name.as_str().into(),
@@ -221,4 +223,21 @@ fn plugin_spec(
         })
         .collect();
     spec
+}
+
+/// The attributes of a route for its filters (Envoy's `xds.route_name`,
+/// `xds.cluster_name`, `upstream.*`), made once per configuration load and
+/// shared by every request on the route.
+fn route_attributes(route: &str, upstream: &Upstream) -> Properties {
+    let port = i64::from(upstream.port());
+    [
+        ("xds.route_name", route.as_bytes().to_vec()),
+        ("route_name", route.as_bytes().to_vec()),
+        ("xds.cluster_name", upstream.name.as_bytes().to_vec()),
+        ("cluster_name", upstream.name.as_bytes().to_vec()),
+        ("upstream.address", upstream.address().into_bytes()),
+        ("upstream.port", encode::int(port)),
+    ]
+    .into_iter()
+    .collect()
 }

@@ -122,8 +122,10 @@ pub fn request_stream(
             .filter(|(name, _)| *name != header::HOST)
             .map(|(name, value)| (name.as_str(), value.as_bytes())),
     );
+    stream.info.start = conn.started;
+    stream.info.protocol = Some(crate::proxy::protocol_name(conn.version));
     // Made once per connection and per route; shared, not copied.
-    stream.shared.push(conn.properties().clone());
+    stream.shared.push(conn.attributes());
     stream.shared.push(route.clone());
     stream
 }

@@ -19,6 +19,11 @@ const FRESH_INSTANCE: &str =
     "after a fault wasmgate replaces the instance, Envoy's VM stays failed";
 const CUSTOM_PROPERTY: &str = "wasmgate keeps a property the filter sets per stream and readable back; \
      Envoy stores only declared filter state, so a multi-segment custom path reads back nothing";
+const ROUTE_NAME: &str = "wasmgate's routes always have a name; the example's Envoy route has none";
+const SHORT_NAMES: &str = "wasmgate also answers the short cluster_name older Envoys had; Envoy 1.40 only xds.cluster_name";
+const NO_VIRTUAL_HOSTS: &str = "wasmgate has no virtual hosts";
+const UPSTREAM_LOCAL: &str =
+    "wasmgate does not track the local address of a pooled upstream connection";
 const ROOT_PROPERTY: &str = "wasmgate lets the root context set properties (kept per instance); \
      Envoy answers NotFound outside a stream";
 
@@ -33,6 +38,7 @@ pub fn setups() -> Vec<Setup> {
         local_response(),
         properties(),
         properties_root(),
+        properties_attributes(),
         http_call(),
         shared_data(),
         trap(),
@@ -578,6 +584,147 @@ fn properties_root() -> Setup {
                     "ok",
                     ROOT_PROPERTY,
                 ),
+        ],
+    }
+}
+
+/// Every attribute of the runtime's property table (`wasmgate_abi::properties`), read in the
+/// request phase (`get=`) or the response phase (`rget=`) with the encoding of its type.
+const ATTRIBUTES: &[&str] = &[
+    "get=request.path",
+    "get=request.url_path",
+    "get=request.host",
+    "get=request.scheme",
+    "get=request.method",
+    "get=request.referer",
+    "get=request.useragent",
+    "get=request.query",
+    "get=request.id:uuid",
+    "get=request.protocol",
+    "get=request.time:time",
+    "get=request.duration:dur",
+    "get=request.size:int",
+    "get=request.total_size:len",
+    "get=request.headers:map",
+    "get=request.headers.x-custom",
+    "get=source.address",
+    "get=source.port:int",
+    "get=destination.address",
+    "get=destination.port:int",
+    "get=connection.id:len",
+    "get=connection.mtls:bool",
+    "get=connection.requested_server_name",
+    "get=connection.tls_version",
+    "get=connection.subject_local_certificate",
+    "get=connection.subject_peer_certificate",
+    "get=connection.dns_san_local_certificate",
+    "get=connection.dns_san_peer_certificate",
+    "get=connection.uri_san_local_certificate",
+    "get=connection.uri_san_peer_certificate",
+    "get=connection.sha256_peer_certificate_digest",
+    "get=connection.termination_details",
+    "get=connection.transport_failure_reason",
+    "get=connection_id:len",
+    "get=xds.route_name",
+    "get=xds.cluster_name",
+    "get=xds.virtual_host_name",
+    "get=route_name",
+    "get=cluster_name",
+    "get=plugin_name",
+    "get=plugin_root_id",
+    "get=plugin_vm_id",
+    "get=listener_direction:int",
+    "get=node:hex",
+    "rget=response.code_details",
+    "rget=response.flags:int",
+    "rget=response.grpc_status:int",
+    "rget=response.headers:map",
+    "rget=response.headers.content-type",
+    "rget=response.trailers:map",
+    "rget=response.size:int",
+    "rget=response.total_size:len",
+    "rget=upstream.address",
+    "rget=upstream.port:int",
+    "rget=upstream.tls_version",
+    "rget=upstream.local_address:host",
+    "rget=upstream.transport_failure_reason",
+    "rget=upstream.request_attempt_count:int",
+];
+
+/// The response headers the `properties` filter writes for `entries`.
+fn prop_headers(entries: &[&str]) -> &'static [&'static str] {
+    let names: Vec<&'static str> = entries
+        .iter()
+        .map(|e| {
+            let path = e.split_once('=').map_or(*e, |(_, p)| p);
+            let path = path.split_once(':').map_or(path, |(p, _)| p);
+            &*format!("x-prop-{}", path.replace(['.', '_'], "-")).leak()
+        })
+        .collect();
+    names.leak()
+}
+
+/// `properties.wasm` reading every attribute of the table: the property conformance test.
+/// Values that differ between any two proxies (connection ids, sizes that count each
+/// proxy's own headers, maps) are compared by shape (`:len`, `:map`), times and ids by form
+/// (`:time`, `:dur`, `:uuid`); addresses and ports become placeholders.
+fn properties_attributes() -> Setup {
+    let config = format!("upstream=quiet;{}", ATTRIBUTES.join(";"));
+    let differences = |s: Scenario| {
+        s.client(prop_headers(ATTRIBUTES))
+            .differs(
+                "client.header.x-prop-route-name",
+                "none",
+                "diff",
+                ROUTE_NAME,
+            )
+            .differs(
+                "client.header.x-prop-xds-route-name",
+                "none",
+                "diff",
+                ROUTE_NAME,
+            )
+            .differs(
+                "client.header.x-prop-cluster-name",
+                "none",
+                "backend",
+                SHORT_NAMES,
+            )
+            .differs(
+                "client.header.x-prop-xds-virtual-host-name",
+                "backend",
+                "none",
+                NO_VIRTUAL_HOSTS,
+            )
+            .differs(
+                "client.header.x-prop-upstream-local-address",
+                "127.0.0.1",
+                "none",
+                UPSTREAM_LOCAL,
+            )
+    };
+    Setup {
+        name: "properties_attributes",
+        wasm: "properties",
+        config: config.leak(),
+        token: None,
+        fail_open: false,
+        scenarios: vec![
+            differences(scenario(
+                "every attribute",
+                Request::get(
+                    "/attr/x?k=v",
+                    &[
+                        ("user-agent", "diff-agent/3"),
+                        ("referer", "http://ref.test/"),
+                        ("x-custom", "c1"),
+                    ],
+                ),
+            )),
+            differences(scenario(
+                "every attribute over h2",
+                Request::get("/attr/h2", &[("x-custom", "c2")]).h2(),
+            )),
         ],
     }
 }

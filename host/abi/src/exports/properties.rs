@@ -7,7 +7,7 @@ use super::{HostResult, status};
 use crate::error::HostError;
 use crate::limits::{MAX_NAME_BYTES, MAX_PROPERTIES};
 use crate::memory::{memory, return_bytes, slice};
-use crate::properties::{dotted, lookup};
+use crate::properties::{dotted, lookup, new_request_id};
 use crate::state::HostState;
 use crate::status::Status;
 
@@ -30,8 +30,14 @@ fn proxy_get_property(
     let Some(key) = dotted(path) else {
         return status(Status::NotFound);
     };
-    let Some(value) = lookup(caller.data(), &key) else {
-        return status(Status::NotFound);
+    let value = match lookup(caller.data(), &key) {
+        Some(value) => value,
+        // Envoy makes an id for every request; this one is made only when a filter asks.
+        None if key == "request.id" => match caller.data_mut().stream.get_mut() {
+            Some(stream) => new_request_id(stream),
+            None => return status(Status::NotFound),
+        },
+        None => return status(Status::NotFound),
     };
     return_bytes(&mut caller, &value, ptr_out, len_out)?;
     status(Status::Ok)

@@ -113,10 +113,13 @@ fn shared_property_layers_are_read_after_the_streams_own() {
     let mut vm = plugin.instantiate().unwrap();
     let mut s = Stream::default();
     let conn = [("a", "from-conn"), ("b", "from-conn")];
-    s.shared
-        .push(std::sync::Arc::new(conn.into_iter().collect()));
     s.shared.push(std::sync::Arc::new(
-        [("b", "from-route")].into_iter().collect(),
+        conn.into_iter().collect::<crate::Properties>(),
+    ));
+    s.shared.push(std::sync::Arc::new(
+        [("b", "from-route")]
+            .into_iter()
+            .collect::<crate::Properties>(),
     ));
     s.properties.insert("b", "own");
     vm.create_stream(&mut s).unwrap();

@@ -88,6 +88,7 @@ impl Vm {
     /// # Errors
     /// A [`Fault`] naming the callback that failed; the Vm is then broken.
     pub fn end_stream(&mut self, s: &mut Stream) -> Result<(), Fault> {
+        s.info.end.get_or_insert_with(std::time::Instant::now);
         let Some(seq) = &self.cb.sequencer else {
             self.on_log(s)?;
             return self.finish_stream(s);

@@ -1,14 +1,32 @@
 //! Test filter `properties.wasm`: reading the host's standard properties
 //! (attributes), setting custom ones and reading them back.
 //!
-//! Configuration: `get=<dotted.path>[:int]` entries (`;`-separated) choose the
-//! properties read in the request-headers phase; without any, a default list
-//! of the common Envoy attributes is read. `:int` decodes the value as a
-//! 64-bit little-endian integer (how Envoy encodes ports, ids and codes).
+//! Configuration: `get=<dotted.path>[:<encoding>]` entries (`;`-separated)
+//! choose the properties read in the request-headers phase; without any, a
+//! default list of the common Envoy attributes is read. `rget=` entries, in the
+//! same form, are read in the response-headers phase. The encoding says how the
+//! value's bytes are rendered (Envoy's serialisation of each attribute type):
 //!
-//! Each property read becomes a request header (sent upstream) and a response
-//! header `x-prop-<path with '.' as '-'>`: the value as text, `none` when the
-//! host has no such property, or `error:<Status>`.
+//! | suffix | rendered as |
+//! |---|---|
+//! | (none) | the bytes as text (strings) |
+//! | `:int` | a 64-bit little-endian integer, in decimal (int, uint) |
+//! | `:bool` | one byte: `true` / `false` |
+//! | `:hex` | the bytes in hex |
+//! | `:time` | `recent` for a little-endian int64 of nanoseconds since the epoch within a minute of the host clock, else the number |
+//! | `:dur` | `short` for a little-endian int64 of nanoseconds from 0 to a minute, else the number |
+//! | `:keys` | a serialised map's keys, comma-separated, in order |
+//! | `:uuid` | `uuid` for text shaped like a UUID (8-4-4-4-12 hex digits), else the text |
+//! | `:len` | the number of bytes (a value's shape where the value itself differs between hosts) |
+//! | `:map` | `map` for a well-formed serialised map (empty included) |
+//! | `:host` | the text before its last `:` (an address without its port) |
+//!
+//! A value of the wrong shape for its encoding renders as `bad-<encoding>:<length>`.
+//!
+//! Each property read becomes a response header `x-prop-<path with '.' and '_'
+//! as '-'>` and, for `get=` entries, a request header of the same name (sent
+//! upstream; not with the entry `upstream=quiet`): the rendered value, `none`
+//! when the host has no such property, or `error:<Status>`.
 //!
 //! It also sets the custom property `wasmgate.test.custom` to `custom-value`
 //! and writes the read-back value to `x-prop-custom-readback`, and reads
@@ -24,7 +42,7 @@
 //! `properties.root_set` and to every stream as response header `x-prop-root-set`.
 //! Without the entry the root context sets nothing, so the module loads in Envoy.
 
-use filter_common::{Config, status_name};
+use filter_common::{Config, hex, status_name};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use std::rc::Rc;
@@ -54,6 +72,10 @@ proxy_wasm::main! {{
 #[derive(Default)]
 struct Root {
     paths: Rc<Vec<String>>,
+    /// Read in the response-headers phase (`rget=`).
+    response_paths: Rc<Vec<String>>,
+    /// `upstream=quiet`: the values are not sent upstream as request headers.
+    quiet: bool,
     /// Outcome of the root context's set_property (`root=set`), if it tried.
     root_set: Option<Rc<str>>,
 }
@@ -103,6 +125,8 @@ impl RootContext for Root {
             paths = DEFAULT_PATHS.iter().map(|p| p.to_string()).collect();
         }
         self.paths = Rc::new(paths);
+        self.response_paths = Rc::new(config.all("rget").map(str::to_string).collect());
+        self.quiet = config.get("upstream") == Some("quiet");
         if config.get("root") == Some("set") {
             // A property set by the root context, read back, kept in shared data.
             let outcome = try_set_property(&["wasmgate", "test", "root"], b"root-value");
@@ -125,6 +149,8 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Properties {
             paths: self.paths.clone(),
+            response_paths: self.response_paths.clone(),
+            quiet: self.quiet,
             seen: Vec::new(),
             root_set: self.root_set.clone(),
         }))
@@ -137,23 +163,26 @@ impl RootContext for Root {
 
 struct Properties {
     paths: Rc<Vec<String>>,
+    response_paths: Rc<Vec<String>>,
+    quiet: bool,
     seen: Vec<(String, String)>,
     /// The root context's set_property outcome, reported as a response header.
     root_set: Option<Rc<str>>,
 }
 
 impl Properties {
-    /// Reads one property and renders it as header text.
-    fn read(&self, path: &str, as_int: bool) -> String {
-        match self.get_property_checked(path) {
-            Ok(Some(bytes)) if as_int => match <[u8; 8]>::try_from(bytes.as_slice()) {
-                Ok(le) => i64::from_le_bytes(le).to_string(),
-                Err(_) => format!("bad-int:{}", bytes.len()),
-            },
-            Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+    /// Reads one `path[:encoding]` entry and renders it as header text.
+    fn read(&self, entry: &str) -> (String, String) {
+        let (path, encoding) = match entry.rsplit_once(':') {
+            Some((p, e)) if ENCODINGS.contains(&e) => (p, e),
+            _ => (entry, ""),
+        };
+        let value = match self.get_property_checked(path) {
+            Ok(Some(bytes)) => render(&bytes, encoding, self.get_current_time()),
             Ok(None) => "none".to_string(),
             Err(status) => format!("error:{}", status_name(status)),
-        }
+        };
+        (header_name(path), value)
     }
 
     fn get_property_checked(
@@ -164,12 +193,88 @@ impl Properties {
     }
 }
 
+const ENCODINGS: &[&str] = &[
+    "int", "bool", "hex", "time", "dur", "keys", "uuid", "len", "map", "host",
+];
+
+/// The bytes of a property rendered as `encoding` says (see the module docs).
+fn render(bytes: &[u8], encoding: &str, now: std::time::SystemTime) -> String {
+    let bad = || format!("bad-{encoding}:{}", bytes.len());
+    let int = || <[u8; 8]>::try_from(bytes).ok().map(i64::from_le_bytes);
+    match encoding {
+        "" => String::from_utf8_lossy(bytes).into_owned(),
+        "int" => int().map_or_else(bad, |n| n.to_string()),
+        "bool" => match bytes {
+            [0] => "false".into(),
+            [1] => "true".into(),
+            _ => bad(),
+        },
+        "hex" => hex(bytes),
+        "time" => int().map_or_else(bad, |n| {
+            let now = now
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+            if (now - n).abs() < 60_000_000_000 {
+                "recent".into()
+            } else {
+                n.to_string()
+            }
+        }),
+        "dur" => int().map_or_else(bad, |n| {
+            if (0..60_000_000_000).contains(&n) {
+                "short".into()
+            } else {
+                n.to_string()
+            }
+        }),
+        "keys" => map_keys(bytes).unwrap_or_else(bad),
+        "map" => map_keys(bytes).map_or_else(bad, |_| "map".into()),
+        "len" => bytes.len().to_string(),
+        "host" => {
+            let text = String::from_utf8_lossy(bytes);
+            text.rsplit_once(':')
+                .map_or_else(|| text.to_string(), |(host, _)| host.to_string())
+        }
+        "uuid" => {
+            let text = String::from_utf8_lossy(bytes);
+            let groups: Vec<usize> = text.split('-').map(str::len).collect();
+            let hex_only = text.chars().all(|c| c == '-' || c.is_ascii_hexdigit());
+            if hex_only && groups == [8, 4, 4, 4, 12] {
+                "uuid".into()
+            } else {
+                text.into_owned()
+            }
+        }
+        _ => bad(),
+    }
+}
+
+/// The keys of a map in the proxy-wasm serialisation (count, sizes, NUL-ended
+/// data), comma-separated.
+fn map_keys(bytes: &[u8]) -> Option<String> {
+    let u32_at = |at: usize| -> Option<usize> {
+        let b = bytes.get(at..at + 4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let count = u32_at(0)?;
+    let mut data = 4 + count.checked_mul(8)?;
+    let mut keys = Vec::with_capacity(count);
+    for i in 0..count {
+        let (k, v) = (u32_at(4 + i * 8)?, u32_at(8 + i * 8)?);
+        keys.push(String::from_utf8_lossy(bytes.get(data..data + k)?).into_owned());
+        data += k + 1 + v + 1;
+    }
+    (data == bytes.len()).then(|| keys.join(","))
+}
+
 /// `request.headers.user-agent` -> `["request", "headers", "user-agent"]`.
 fn split_path(path: &str) -> Vec<&str> {
     if let Some(name) = path.strip_prefix("request.headers.") {
         vec!["request", "headers", name]
     } else if let Some(name) = path.strip_prefix("response.headers.") {
         vec!["response", "headers", name]
+    } else if let Some(name) = path.strip_prefix("response.trailers.") {
+        vec!["response", "trailers", name]
     } else {
         path.split('.').collect()
     }
@@ -185,20 +290,18 @@ impl HttpContext for Properties {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let paths = self.paths.clone();
         for entry in paths.iter() {
-            let (path, as_int) = match entry.strip_suffix(":int") {
-                Some(p) => (p, true),
-                None => (entry.as_str(), false),
-            };
-            let value = self.read(path, as_int);
-            self.seen.push((header_name(path), value));
+            let read = self.read(entry);
+            self.seen.push(read);
         }
         self.set_property(vec!["wasmgate", "test", "custom"], Some(b"custom-value"));
-        let readback = self.read("wasmgate.test.custom", false);
+        let (_, readback) = self.read("wasmgate.test.custom");
         self.seen.push(("x-prop-custom-readback".into(), readback));
-        let missing = self.read("no.such.property", false);
+        let (_, missing) = self.read("no.such.property");
         self.seen.push(("x-prop-missing".into(), missing));
-        for (name, value) in &self.seen {
-            self.set_http_request_header(name, Some(value));
+        if !self.quiet {
+            for (name, value) in &self.seen {
+                self.set_http_request_header(name, Some(value));
+            }
         }
         Action::Continue
     }
@@ -207,9 +310,13 @@ impl HttpContext for Properties {
         for (name, value) in &self.seen {
             self.set_http_response_header(name, Some(value));
         }
-        let code = self.read("response.code", true);
+        let (_, code) = self.read("response.code:int");
         self.set_http_response_header("x-prop-response-code", Some(&code));
-        let custom = self.read("wasmgate.test.custom", false);
+        for entry in self.response_paths.iter() {
+            let (name, value) = self.read(entry);
+            self.set_http_response_header(&name, Some(&value));
+        }
+        let (_, custom) = self.read("wasmgate.test.custom");
         self.set_http_response_header("x-prop-custom-in-response", Some(&custom));
         if let Some(outcome) = &self.root_set {
             self.set_http_response_header("x-prop-root-set", Some(outcome));
