@@ -64,29 +64,30 @@ pub struct Scan {
 /// One pass over `headers`: see [`Scan`].
 pub fn scan(headers: &HeaderMap) -> Scan {
     let mut s = Scan::default();
+    // One `match` on the (lower-case) name: a switch on its length, then
+    // one comparison, per field.
     for (name, value) in headers {
-        if name == header::CONNECTION {
-            s.connection = true;
-        } else if name == header::CONTENT_LENGTH {
-            let n = parse_length(value.as_bytes());
-            s.content_length_plain =
-                s.content_length.is_none() && value.as_bytes().iter().all(u8::is_ascii_digit);
-            s.content_length = Some(match (s.content_length, n) {
-                (None, n) => n,
-                (Some(Ok(a)), Ok(b)) if a == b => Ok(a),
-                _ => Err(InvalidLength),
-            });
-        } else if name == header::HOST {
-            s.hosts += 1;
-        } else if name == header::CONTENT_TYPE {
-            s.grpc = value.as_bytes().starts_with(b"application/grpc");
-        } else if is_other_hop_by_hop(name) {
-            s.other_hop_by_hop = true;
-            s.transfer_encoding |= name == header::TRANSFER_ENCODING;
-        } else if name == header::FORWARDED || name == X_REAL_IP {
-            s.forwarded = true;
-        } else if name.as_str().contains('_') {
-            s.underscore = true;
+        match name.as_str() {
+            "connection" => s.connection = true,
+            "content-length" => {
+                let n = parse_length(value.as_bytes());
+                s.content_length_plain =
+                    s.content_length.is_none() && value.as_bytes().iter().all(u8::is_ascii_digit);
+                s.content_length = Some(match (s.content_length, n) {
+                    (None, n) => n,
+                    (Some(Ok(a)), Ok(b)) if a == b => Ok(a),
+                    _ => Err(InvalidLength),
+                });
+            }
+            "host" => s.hosts += 1,
+            "content-type" => s.grpc = value.as_bytes().starts_with(b"application/grpc"),
+            "transfer-encoding" => {
+                s.other_hop_by_hop = true;
+                s.transfer_encoding = true;
+            }
+            "te" | "upgrade" | "keep-alive" | "proxy-connection" => s.other_hop_by_hop = true,
+            "forwarded" | "x-real-ip" => s.forwarded = true,
+            other => s.underscore |= other.as_bytes().contains(&b'_'),
         }
     }
     s
@@ -138,6 +139,12 @@ fn strip_found(headers: &mut HeaderMap, connection: bool, other: bool) {
 pub fn own_framing(headers: &mut HeaderMap, length: Option<u64>) {
     let found = scan(headers);
     strip_found(headers, found.connection, found.other_hop_by_hop);
+    set_length(headers, length, &found);
+}
+
+/// The `Content-Length` part of [`own_framing`], for fields already
+/// scanned and stripped of hop-by-hop ones (`found` is that scan).
+pub fn set_length(headers: &mut HeaderMap, length: Option<u64>, found: &Scan) {
     match length {
         // Already exactly that (the usual case): nothing to write.
         Some(n) if found.content_length == Some(Ok(n)) && found.content_length_plain => {}

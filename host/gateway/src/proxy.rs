@@ -38,7 +38,7 @@ use crate::{
     filtered_body::{FilteredBody, LimitedBody},
     headers::{
         Scan, add_forwarded, content_length, drop_underscored, is_only_chunked, own_framing,
-        own_response_framing, scan, strip_hop_by_hop,
+        own_response_framing, scan, set_length, strip_hop_by_hop,
     },
     route::first_match,
     snapshot::{Route, Snapshot},
@@ -533,7 +533,12 @@ async fn forward(
     };
     // Framing is the proxy's: whatever the client or a filter wrote, the
     // upstream gets the length of the body that is sent, or a chunked one.
-    own_framing(&mut parts.headers, length);
+    // Without filters the fields are those the checks scanned and stripped.
+    if route.chain.is_some() {
+        own_framing(&mut parts.headers, length);
+    } else {
+        set_length(&mut parts.headers, length, &found);
+    }
     if !upstream.path_prefix.is_empty() {
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let uri = format!("{}{}", upstream.path_prefix, pq);
