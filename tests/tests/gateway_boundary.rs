@@ -520,7 +520,11 @@ async fn a_filters_name_is_its_plugin_name() -> anyhow::Result<()> {
     );
     let gw = start(&backend, &routes, "")?;
     let named = get(gw.addr(), "a.test", "/named", &[]).await?;
-    assert_eq!(named.headers["x-prop-plugin-name"], "auth-injector", "{:?}", named.headers);
+    assert_eq!(
+        named.headers["x-prop-plugin-name"], "auth-injector",
+        "{:?}",
+        named.headers
+    );
     let unnamed = get(gw.addr(), "a.test", "/other", &[]).await?;
     assert_eq!(unnamed.headers["x-prop-plugin-name"], "unnamed/0");
 
