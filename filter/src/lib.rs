@@ -203,8 +203,8 @@ mod wiring {
                 }
             }
             if self.body_digest.is_some() || self.sign_at_end {
-                // Nothing goes upstream until the body has been seen (in Envoy this needs
-                // allow_on_headers_stop_iteration, or body callbacks never come).
+                // Nothing goes upstream until the body has been seen (in Envoy and wasmgate
+                // this needs allow_on_headers_stop_iteration, or body callbacks never come).
                 return Action::Pause;
             }
             Action::Continue

@@ -49,7 +49,7 @@ pub const SIGNED_METRIC: &str = "secret_header.sign.signed";
 pub struct Sign {
     /// `keyid` parameter.
     pub key_id: String,
-    key: Vec<u8>,
+    key: crypto::HmacKey,
     /// Components to cover, in order (`content-digest` appended when `content_digest`).
     pub components: Vec<Component>,
     /// Add and cover a `Content-Digest` of the body.
@@ -117,7 +117,7 @@ impl Sign {
         }
         Ok(Sign {
             key_id,
-            key,
+            key: crypto::HmacKey::new(key),
             components,
             content_digest,
             nonce,
@@ -177,7 +177,7 @@ impl Sign {
         let signature_params = signature_base::signature_params(&covered, &params);
         let base = signature_base::build(message, &covered, &signature_params)
             .expect("only present components are covered");
-        let tag = crypto::hmac_sha256(&self.key, &base);
+        let tag = self.key.tag(&base);
         (
             format!("{LABEL}={signature_params}"),
             format!("{LABEL}=:{}:", crypto::base64_encode(&tag)),

@@ -44,7 +44,7 @@ const MAX_CANDIDATES: usize = 4;
 /// A validated `verify_signature` section.
 #[derive(Clone, PartialEq, Eq)]
 pub struct VerifySignature {
-    keys: Vec<(String, Vec<u8>)>,
+    keys: Vec<(String, crypto::HmacKey)>,
     /// Components every accepted signature covers.
     pub required: Vec<Component>,
     /// The oldest `created` accepted, in seconds before now.
@@ -229,7 +229,7 @@ impl VerifySignature {
         message: Message<'_>,
         items: &[sfv::Item],
         params: &sfv::Params,
-        key: &[u8],
+        key: &crypto::HmacKey,
         signature: Option<&Member>,
         now: u64,
     ) -> Result<Option<Digest32>, Rejection> {
@@ -279,7 +279,7 @@ impl VerifySignature {
         let signature_params = sfv::serialize_inner_list(items, params);
         let base = signature_base::build(message, &components, &signature_params)
             .map_err(|_| Rejection::Tampered)?;
-        if !crypto::tag_equal(&crypto::hmac_sha256(key, &base), tag) {
+        if !crypto::tag_equal(&key.tag(&base), tag) {
             return Err(Rejection::Tampered);
         }
         let digest = Component::Field("content-digest".to_owned());
@@ -325,7 +325,7 @@ fn parse_keys(
     at: &str,
     value: &Value,
     env: Env<'_>,
-) -> Result<Vec<(String, Vec<u8>)>, ConfigError> {
+) -> Result<Vec<(String, crypto::HmacKey)>, ConfigError> {
     let obj = config::object(at, value, "an object of key id to key")?;
     if obj.is_empty() {
         return Err(ConfigError::at(at, Problem::EmptyList));
@@ -339,7 +339,7 @@ fn parse_keys(
         let id = sign::parse_key_id(&format!("{at}[{i}]"), id)?;
         let entry = format!("{at}.{id}");
         let key = sign::parse_key(&entry, config::str_at(&entry, key)?, env)?;
-        keys.push((id, key));
+        keys.push((id, crypto::HmacKey::new(key)));
     }
     Ok(keys)
 }

@@ -152,6 +152,25 @@ impl Example {
         )
     }
 
+    /// Sets the plugin's `allow_on_headers_stop_iteration: true` (Envoy 1.35+): a filter
+    /// that pauses the request headers still gets the body callbacks (the filter's
+    /// `Content-Digest` needs them).
+    ///
+    /// # Errors
+    /// When the example no longer holds `failure_policy: FAIL_CLOSED`.
+    pub fn allow_on_headers_stop_iteration(self) -> Result<Example> {
+        let line = self
+            .yaml
+            .lines()
+            .find(|l| l.trim() == "failure_policy: FAIL_CLOSED")
+            .ok_or_else(|| anyhow!("envoy-example/envoy.yaml: no failure_policy line"))?;
+        let indent = " ".repeat(line.len() - line.trim_start().len());
+        self.replace(
+            "failure_policy: FAIL_CLOSED",
+            &format!("failure_policy: FAIL_CLOSED\n{indent}allow_on_headers_stop_iteration: true"),
+        )
+    }
+
     /// Adds a STATIC cluster `name` at `addr` (a target for a filter's http calls), first in
     /// the `clusters` list.
     ///

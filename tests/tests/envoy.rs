@@ -211,3 +211,142 @@ async fn bad_configuration_makes_envoy_refuse_to_start() -> Result<()> {
     assert!(backend.received().is_empty());
     Ok(())
 }
+
+/// A POST (or a GET when `body` is empty) over HTTP/1.1 with `host: api`.
+async fn request(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &'static str,
+) -> Result<wasmgate_tests::gateway::Reply> {
+    let method = if body.is_empty() { "GET" } else { "POST" };
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "api");
+    for (n, v) in headers {
+        builder = builder.header(*n, *v);
+    }
+    let req = builder.body(http_body_util::Full::new(Bytes::from_static(
+        body.as_bytes(),
+    )))?;
+    wasmgate_tests::gateway::send(addr, &wasmgate_tests::gateway::Client::Http1, req).await
+}
+
+/// wasmgate signs (`sign`, with a `Content-Digest`), Envoy verifies with the same module
+/// (`verify_signature`, `allow_on_headers_stop_iteration: true` for the body), the backend
+/// sees neither signature field; a path or body changed in flight, and a replay after
+/// `max_age`, are refused by Envoy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasmgate_signs_and_envoy_verifies() -> Result<()> {
+    const KEY: &str = "envoy-e2e-key-0123456789abcdef-012";
+    let backend = backend::start().await?;
+    let yaml = example(&backend)?
+        .allow_on_headers_stop_iteration()?
+        .filter_config(&format!(
+            r#"{{"verify_signature": {{"keys": {{"gw-1": "{KEY}"}}, "required_components": ["@method", "@authority", "@path", "@query"], "max_age": "2s"}}}}"#
+        ))?;
+    let envoy = Envoy::start(yaml.yaml(), &[("BACKEND_TOKEN", TOKEN)]).await?;
+    let sign = format!(
+        r#"{{ sign: {{ key_id: gw-1, key: "{KEY}", components: ["@method", "@authority", "@path", "@query"], content_digest: true }} }}"#
+    );
+    let gateway_yaml = |upstream: String| {
+        format!(
+            r#"
+workers: 1
+listeners: [{{ address: "127.0.0.1:0" }}]
+upstreams: {{ next: {{ url: "{upstream}" }} }}
+routes:
+  - name: r
+    match: {{}}
+    upstream: next
+    filters:
+      - wasm: "{wasm}"
+        config: {sign}
+        allow_on_headers_stop_iteration: true
+"#,
+            wasm = wasmgate_tests::gateway::secret_header().display()
+        )
+    };
+    let signer =
+        wasmgate_tests::gateway::start(&gateway_yaml(format!("http://{}", envoy.listener())))?;
+
+    // Bodiless and with a body, through wasmgate then Envoy.
+    let r = request(signer.addr(), "/v1/items?x=1", &[], "").await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = request(signer.addr(), "/v1/pay", &[], r#"{"amount": 10}"#).await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = backend.wait_for_requests(2, REQUEST_TIMEOUT).await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].path, "/v1/items?x=1");
+    assert_eq!(seen[1].body, br#"{"amount": 10}"#);
+    for s in &seen {
+        assert_eq!(s.header("signature"), None, "stripped by Envoy's filter");
+        assert_eq!(s.header("signature-input"), None);
+        assert!(s.header("content-digest").is_some());
+    }
+    // Unsigned, straight to Envoy: refused.
+    let r = request(envoy.listener(), "/v1/items?x=1", &[], "").await?;
+    assert_eq!(r.status, 401, "{}", r.text());
+
+    // A request signed by wasmgate, captured on its way, then altered or replayed.
+    let capture = backend::start().await?;
+    let capturing = wasmgate_tests::gateway::start(&gateway_yaml(capture.url()))?;
+    let r = request(
+        capturing.addr(),
+        "/v1/pay?to=alice",
+        &[],
+        r#"{"amount": 10}"#,
+    )
+    .await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let captured = capture.wait_for_requests(1, REQUEST_TIMEOUT).await;
+    let signed: Vec<(&str, &str)> = ["signature", "signature-input", "content-digest"]
+        .into_iter()
+        .map(|n| (n, captured[0].header(n).unwrap_or_default()))
+        .collect();
+    let pay = |path, body| request(envoy.listener(), path, &signed, body);
+    assert_eq!(
+        pay("/v1/pay?to=alice", r#"{"amount": 10}"#).await?.status,
+        200
+    );
+    assert_eq!(
+        pay("/v1/admin?to=alice", r#"{"amount": 10}"#).await?.status,
+        401,
+        "path changed"
+    );
+    assert_eq!(
+        pay("/v1/pay?to=mallory", r#"{"amount": 10}"#).await?.status,
+        401,
+        "query changed"
+    );
+    assert_eq!(
+        pay("/v1/pay?to=alice", r#"{"amount": 99}"#).await?.status,
+        401,
+        "body changed"
+    );
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(
+        pay("/v1/pay?to=alice", r#"{"amount": 10}"#).await?.status,
+        401,
+        "replayed after max_age"
+    );
+    assert_eq!(
+        backend
+            .wait_for_requests(4, Duration::from_millis(300))
+            .await
+            .len(),
+        3,
+        "only the untouched replay within max_age reached the backend"
+    );
+    let stats = envoy.admin_get("/stats?filter=secret_header").await?.1;
+    assert!(
+        stats.contains("verify_signature.rejected.tampered: 3"),
+        "{stats}"
+    );
+    assert!(
+        stats.contains("verify_signature.rejected.expired: 1"),
+        "{stats}"
+    );
+    Ok(())
+}

@@ -297,6 +297,45 @@ async fn bodies_stream_through_filters() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_holding_the_headers_sees_the_body_first() -> anyhow::Result<()> {
+    let backend = backend::start().await?;
+    let filter = format!(
+        "      - {{ wasm: \"{}\", allow_on_headers_stop_iteration: true }}\n",
+        wasm("bodies").display()
+    );
+    let gw = gateway::start(&one_route(&backend.url(), &filter, ""))?;
+    for client in [Client::Http1, Client::H2c] {
+        let req = Request::post("/b")
+            .header("host", "a")
+            .header("x-hold", "yes")
+            .body(Full::new(Bytes::from_static(b"hello")))?;
+        let r = send(gw.addr(), &client, req).await?;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.headers["x-req-body-final"], "<<hello>>");
+        // Written in the response body's callback, after the headers were held.
+        let text = r.text();
+        assert!(text.starts_with("resp:{"), "{text}");
+        assert_eq!(r.headers["x-held-response"], text.len().to_string());
+    }
+    // Several chunks, chunked: held, then sent with the header set at the body's end.
+    let r = gateway::raw(
+        gw.addr(),
+        b"POST /c HTTP/1.1\r\nhost: a\r\nx-hold: yes\r\ntransfer-encoding: chunked\r\n\
+          connection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    )
+    .await?;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let seen = backend.wait_for_requests(3, WAIT).await;
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[0].header("x-held-body"), Some("9"));
+    assert_eq!(seen[0].body, b"<<hello>>");
+    assert_eq!(seen[0].header("content-length"), Some("9"));
+    assert_eq!(seen[2].header("x-held-body"), Some("9"));
+    assert_eq!(seen[2].body, b"<<abcde>>");
+    Ok(())
+}
+
 #[test]
 fn a_filter_that_refuses_its_configuration_stops_the_start() {
     let yaml = one_route(

@@ -4,15 +4,18 @@
 //! replayed after `max_age` and a path changed in flight are refused; the backend never
 //! sees the signature fields.
 //!
-//! Bodiless requests only: signing or checking a `Content-Digest` pauses the request
-//! headers until the body's end, which wasmgate's chain does not yet support (a header-phase
-//! pause must be resumed by an http call); the harness tests cover the body path.
+//! With `content_digest`, the filters hold the request headers until they have seen the
+//! body (`allow_on_headers_stop_iteration: true`, as in Envoy): the signer adds a
+//! `Content-Digest` over the body, the verifier checks it, and a changed body is refused.
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
 use wasmgate_tests::{
     backend,
-    gateway::{self, get, secret_header},
+    gateway::{self, Client, Reply, get, raw, secret_header, send},
 };
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -35,6 +38,107 @@ routes:
 "#,
         wasm = secret_header().display()
     )
+}
+
+/// [`route`] with the filter seeing the body while it holds the headers, and `limits`.
+fn holding_route(upstream: &str, config: &str, limits: &str) -> String {
+    format!(
+        "{}        allow_on_headers_stop_iteration: true\nlimits: {limits}\n",
+        route(upstream, config)
+    )
+}
+
+async fn post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> anyhow::Result<Reply> {
+    let mut builder = Request::post(path).header("host", "api");
+    for (n, v) in headers {
+        builder = builder.header(*n, *v);
+    }
+    send(addr, &Client::Http1, builder.body(Full::new(body.into()))?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_signed_with_content_digest_is_verified_and_a_changed_body_refused()
+-> anyhow::Result<()> {
+    let backend = backend::start().await?;
+    let verifier = gateway::start(&holding_route(
+        &backend.url(),
+        &format!(
+            r#"{{ verify_signature: {{ keys: {{ gw-1: "{KEY}" }}, required_components: ["@method", "@path", "content-digest"] }} }}"#
+        ),
+        "{}",
+    ))?;
+    // A recording backend behind the signer too, to capture what it sends.
+    let capture = backend::start().await?;
+    let config = format!(
+        r#"{{ sign: {{ key_id: gw-1, key: "{KEY}", components: ["@method", "@authority", "@path"], content_digest: true }} }}"#
+    );
+    let signer = gateway::start(&holding_route(
+        &format!("http://{}", verifier.addr()),
+        &config,
+        "{ max_body_bytes: 64 }",
+    ))?;
+    let capturing = gateway::start(&holding_route(&capture.url(), &config, "{}"))?;
+
+    // Signed over the body by one wasmgate, verified by the other.
+    let r = post(signer.addr(), "/v1/pay", &[], r#"{"amount": 10}"#).await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = backend.wait_for_requests(1, WAIT).await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, br#"{"amount": 10}"#);
+    assert_eq!(
+        seen[0].header("content-digest"),
+        Some("sha-256=:f4snnvS+CQk4LbREJ1D464Tyh0z0PIJqhqz/ttwoyE0=:")
+    );
+    assert_eq!(seen[0].header("content-length"), Some("14"));
+    assert_eq!(seen[0].header("signature"), None, "stripped");
+
+    // Chunked, in several pieces: the digest covers all of them.
+    let r = raw(
+        signer.addr(),
+        b"POST /v1/pay HTTP/1.1\r\nhost: api\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+          5\r\n{\"amo\r\n9\r\nunt\": 10}\r\n0\r\n\r\n",
+    )
+    .await?;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let seen = backend.wait_for_requests(2, WAIT).await;
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].body, br#"{"amount": 10}"#);
+    assert_eq!(
+        seen[1].header("content-digest"),
+        seen[0].header("content-digest")
+    );
+
+    // Over the signer's body limit while it holds the headers: 413.
+    let r = post(signer.addr(), "/v1/pay", &[], "x".repeat(65)).await?;
+    assert_eq!(r.status, 413, "{}", r.text());
+
+    // A signed request captured; replayed with its body changed: refused.
+    let r = post(capturing.addr(), "/v1/pay", &[], r#"{"amount": 10}"#).await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let captured = capture.wait_for_requests(1, WAIT).await;
+    let signed: Vec<(&str, &str)> = ["signature", "signature-input", "content-digest"]
+        .into_iter()
+        .map(|n| (n, captured[0].header(n).unwrap()))
+        .collect();
+    let r = post(verifier.addr(), "/v1/pay", &signed, r#"{"amount": 10}"#).await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post(verifier.addr(), "/v1/pay", &signed, r#"{"amount": 99}"#).await?;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.text(), "unauthorized\n");
+    assert_eq!(
+        backend
+            .wait_for_requests(4, Duration::from_millis(300))
+            .await
+            .len(),
+        3,
+        "the changed body never reached the backend"
+    );
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,6 +180,14 @@ async fn wasmgate_signs_and_wasmgate_verifies() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_or_redirected_request_is_refused() -> anyhow::Result<()> {
+    // The verifier first: its start (compiling the module) must not eat into max_age.
+    let backend = backend::start().await?;
+    let verifier = gateway::start(&route(
+        &backend.url(),
+        &format!(
+            r#"{{ verify_signature: {{ keys: {{ gw-1: "{KEY}" }}, required_components: ["@method", "@path", "@query"], max_age: "2s" }} }}"#
+        ),
+    ))?;
     // A recording backend stands where the verifier will be, to capture a signed request.
     let capture = backend::start().await?;
     let signer = gateway::start(&route(
@@ -94,13 +206,6 @@ async fn a_replayed_or_redirected_request_is_refused() -> anyhow::Result<()> {
         ("signature", signature.as_str()),
     ];
 
-    let backend = backend::start().await?;
-    let verifier = gateway::start(&route(
-        &backend.url(),
-        &format!(
-            r#"{{ verify_signature: {{ keys: {{ gw-1: "{KEY}" }}, required_components: ["@method", "@path", "@query"], max_age: "2s" }} }}"#
-        ),
-    ))?;
     // Fresh: accepted (a replay inside max_age is accepted too: there is no nonce cache).
     let r = get(verifier.addr(), "api", "/v1/pay?to=alice", &signed).await?;
     assert_eq!(r.status, 200, "{}", r.text());

@@ -8,6 +8,9 @@
 //! `cargo build --release --target wasm32-wasip1 -p secret-header` when it is missing
 //! (override the path with `SECRET_HEADER_WASM`).
 //!
+//! `request_sign` and `request_verify_signature` are the same request through the filter's
+//! `sign` (bodiless, four derived components) and `verify_signature` (of that request).
+//!
 //! Three figures: `request` reuses one stream (warm, steady state: the runtime's and the
 //! filter's cost), `request_with_maps` also builds the two header maps from a template and
 //! drops them (an embedder's cost), `request_noop_module` runs the same six calls into a
@@ -128,6 +131,8 @@ fn bench<M: Measurement + 'static>(c: &mut Criterion<M>, prefix: &str) {
         })
     });
 
+    signatures(c, prefix, &runtime, &template, &run);
+
     // The runtime's own floor: the same six guest calls into a module whose callbacks are empty.
     let noop = PluginSpec::new(
         "noop",
@@ -142,6 +147,62 @@ fn bench<M: Measurement + 'static>(c: &mut Criterion<M>, prefix: &str) {
     c.bench_function(&format!("{prefix}request_noop_module"), |b| {
         b.iter(|| run(&mut noop_vm, &mut s))
     });
+}
+
+/// `sign` (bodiless, four derived components) and `verify_signature` (the same request,
+/// `strip: false` so one stream can be reused), each a whole request as [`bench`]'s `request`.
+fn signatures<M: Measurement + 'static>(
+    c: &mut Criterion<M>,
+    prefix: &str,
+    runtime: &Runtime,
+    template: &Stream,
+    run: &impl Fn(&mut wasmgate_abi::Vm, &mut Stream),
+) {
+    const KEY: &str = "bench-signing-key-0123456789abcdef";
+    let load = |name: &str, config: String| {
+        let mut spec = PluginSpec::new(name, WasmSource::File(wasm_path()));
+        spec.plugin_config = config.into_bytes();
+        runtime
+            .load(spec)
+            .expect("load secret_header.wasm")
+            .instantiate()
+            .expect("instantiate")
+    };
+    let mut signer = load(
+        "sign",
+        format!(
+            r#"{{"sign": {{"key_id": "gw-1", "key": "{KEY}", "components": ["@method", "@authority", "@path", "@query"]}}}}"#
+        ),
+    );
+    let mut verifier = load(
+        "verify_signature",
+        format!(
+            r#"{{"verify_signature": {{"keys": {{"gw-1": "{KEY}"}}, "max_age": "1h", "strip": false}}}}"#
+        ),
+    );
+
+    // Steady state: `sign` replaces its own previous fields on the reused stream.
+    let mut s = fresh(template);
+    run(&mut signer, &mut s);
+    assert!(s.request_headers.get("signature").is_some(), "signed");
+    c.bench_function(&format!("{prefix}request_sign"), |b| {
+        b.iter(|| run(&mut signer, &mut s))
+    });
+
+    // The stream signed above, verified again and again (not stripped).
+    let mut signed = s;
+    verifier.create_stream(&mut signed).unwrap();
+    assert_eq!(
+        verifier.on_request_headers(&mut signed, true).unwrap(),
+        Action::Continue,
+        "verified"
+    );
+    assert!(signed.local_response.is_none(), "verified");
+    verifier.finish_stream(&mut signed).unwrap();
+    c.bench_function(&format!("{prefix}request_verify_signature"), |b| {
+        b.iter(|| run(&mut verifier, &mut signed))
+    });
+    assert!(signed.local_response.is_none(), "still verified");
 }
 
 const NOOP_WAT: &str = r#"(module

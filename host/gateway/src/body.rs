@@ -30,6 +30,45 @@ pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
+/// A body of these bytes, then these trailers (if any): a message read
+/// whole while a filter held its headers.
+pub fn complete(data: Bytes, trailers: Option<http::HeaderMap>) -> Body {
+    match trailers {
+        None => full(data),
+        Some(trailers) => Complete {
+            data: (!data.is_empty()).then_some(data),
+            trailers: Some(trailers),
+        }
+        .boxed_unsync(),
+    }
+}
+
+/// [`complete`] with trailers.
+struct Complete {
+    data: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl http_body::Body for Complete {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = match self.data.take() {
+            Some(data) => Some(Frame::data(data)),
+            None => self.trailers.take().map(Frame::trailers),
+        };
+        Poll::Ready(frame.map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+}
+
 /// A client's request body: hyper's, or none (a bodiless request read by
 /// the lean HTTP/1.1 server, `listener/h1.rs`).
 #[derive(Debug)]

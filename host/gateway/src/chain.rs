@@ -21,6 +21,11 @@
 //! addressed to its context from elsewhere (`on_tick`, `on_queue_ready`, a
 //! root-context call's answer, another stream's callback; see `signals`),
 //! for at most [`Chain::pause_timeout`]; then it is a 504.
+//!
+//! A filter with `allow_on_headers_stop_iteration` (Envoy's key) that pauses
+//! the headers of a message with a body is not waited for but fed the body
+//! ([`FilterRun::headers_holding_body`]): the headers go on when it resumes,
+//! followed by the body it let pass.
 
 use std::{
     collections::BTreeMap,
@@ -34,9 +39,11 @@ use std::{
 use bytes::Bytes;
 use wasmgate_abi::{Action, Fault, HttpCallRequest, Plugin, Properties, Stream, Vm};
 
+use http_body_util::BodyExt;
+
 use crate::{
-    config::OnError, error::ProxyError, metrics::FilterStats, stream_map::PooledStream,
-    upstream::Upstream,
+    body::BoxError, config::OnError, error::ProxyError, metrics::FilterStats,
+    stream_map::PooledStream, upstream::Upstream,
 };
 
 mod http_call;
@@ -61,6 +68,9 @@ pub struct FilterDef {
     pub plugin: Plugin,
     /// Failure policy.
     pub on_error: OnError,
+    /// Body callbacks while this filter holds the headers (Envoy's
+    /// `allow_on_headers_stop_iteration`).
+    pub allow_on_headers_stop_iteration: bool,
     /// Failure counters.
     pub stats: Arc<FilterStats>,
 }
@@ -79,6 +89,9 @@ pub struct Chain {
     pub properties: Arc<Properties>,
     /// How long a paused request waits for a filter to resume it.
     pub pause_timeout: Duration,
+    /// A filter takes body callbacks while it holds the headers
+    /// ([`FilterDef::allow_on_headers_stop_iteration`]).
+    pub holds_body: bool,
 }
 
 impl std::fmt::Debug for Chain {
@@ -171,9 +184,11 @@ impl Chain {
             .map(|u| u.timeout)
             .max()
             .unwrap_or(DEFAULT_PAUSE_TIMEOUT);
+        let holds_body = filters.iter().any(|f| f.allow_on_headers_stop_iteration);
         Self {
             id: NEXT_CHAIN.fetch_add(1, Ordering::Relaxed),
             route,
+            holds_body,
             filters,
             upstreams,
             properties,
@@ -336,37 +351,211 @@ impl FilterRun {
     /// # Errors
     /// A denied filter failure, or a pause nothing can resume.
     pub async fn headers(&mut self, side: Side, end_of_stream: bool) -> Result<Flow, ProxyError> {
-        let order = self.order(side);
-        for i in order {
+        match self.headers_from(side, 0, end_of_stream, false).await? {
+            Phase::Done(flow) => Ok(flow),
+            // Not asked to hold.
+            Phase::Held(_) => Ok(Flow::Continue),
+        }
+    }
+
+    /// Headers through the filters at positions `from..` of `side`'s
+    /// order. With `may_hold`, a filter that pauses them and takes body
+    /// callbacks meanwhile ([`FilterDef::allow_on_headers_stop_iteration`])
+    /// ends the phase as [`Phase::Held`] instead of being waited for.
+    async fn headers_from(
+        &mut self,
+        side: Side,
+        from: usize,
+        end_of_stream: bool,
+        may_hold: bool,
+    ) -> Result<Phase, ProxyError> {
+        for k in from..self.members.len() {
+            let i = self.index(side, k);
             let action = self.call(i, |vm, s| match side {
                 Side::Request => vm.on_request_headers(s, end_of_stream),
                 Side::Response => vm.on_response_headers(s, end_of_stream),
             })?;
-            if let Some(flow) = self.settle(i, side, action).await? {
-                return Ok(flow);
+            let hold =
+                may_hold && !end_of_stream && self.chain.filters[i].allow_on_headers_stop_iteration;
+            match self.settle(i, side, action, hold).await? {
+                Settled::Go => {}
+                Settled::Flow(flow) => return Ok(Phase::Done(flow)),
+                Settled::Held => return Ok(Phase::Held(k)),
             }
         }
-        Ok(Flow::Continue)
+        Ok(Phase::Done(Flow::Continue))
     }
 
-    /// Filter indices in the order a phase visits them (no allocation).
-    fn order(&self, side: Side) -> impl Iterator<Item = usize> + use<> {
-        let n = self.chain.filters.len();
-        (0..n).map(move |k| match side {
+    /// Headers through the chain while the body is still to come, for a
+    /// chain with a filter that may hold the headers and see the body
+    /// first (Envoy's `allow_on_headers_stop_iteration`). While filter `k`
+    /// holds them, `body`'s frames are read and go through the filters up
+    /// to `k` (what `k` lets pass is kept, within the body's own limit);
+    /// when `k` resumes (`Continue` from a body callback, or
+    /// `proxy_continue_stream`), the headers go on to the next filters,
+    /// then what was kept. The whole hold is bounded by
+    /// [`Chain::pause_timeout`]. A chain where no filter holds behaves as
+    /// [`Self::headers`].
+    ///
+    /// # Errors
+    /// A denied filter failure, a pause nothing resumed, or `read_error`
+    /// of a body that failed.
+    pub async fn headers_holding_body<B>(
+        &mut self,
+        side: Side,
+        body: &mut B,
+        read_error: impl Fn(BoxError) -> ProxyError,
+    ) -> Result<Headed, ProxyError>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        let n = self.members.len();
+        // Headers resume at position `from`; `passed` went through the
+        // filters before position `at`.
+        let (mut from, mut at) = (0, 0);
+        let mut passed = Bytes::new();
+        let mut done = false;
+        let mut trailers = None;
+        let mut deadline = None;
+        loop {
+            let k = match self.headers_from(side, from, false, true).await? {
+                Phase::Done(Flow::Respond(local)) => return Ok(Headed::Respond(local)),
+                Phase::Done(Flow::Continue) => break,
+                Phase::Held(k) => k,
+            };
+            let i = self.index(side, k);
+            let deadline = *deadline
+                .get_or_insert_with(|| tokio::time::Instant::now() + self.chain.pause_timeout);
+            // What passed the earlier filters meets this one first.
+            let mut step = None;
+            if at <= k && (!passed.is_empty() || done) {
+                step =
+                    Some(self.body_at(side, at..k + 1, std::mem::take(&mut passed), done, true)?);
+            }
+            let released = loop {
+                match step.take() {
+                    Some(BodyOut::Passed(bytes)) => break bytes,
+                    Some(BodyOut::Respond(local)) => return Ok(Headed::Respond(local)),
+                    Some(BodyOut::Held) | None => {}
+                }
+                while let Some((_, op)) = self.inbox.as_mut().and_then(|inbox| inbox.try_next()) {
+                    self.stream.apply(op);
+                }
+                if self.stream.close_requested {
+                    return Err(self.closed_by(i));
+                }
+                if let Some(local) = self.stream.local_response.take() {
+                    return Ok(Headed::Respond(Box::new(local)));
+                }
+                if std::mem::take(resume_flag(&mut self.stream, side)) || !self.members[i].active {
+                    break self.take_held(i);
+                }
+                if !self.calls.is_empty() {
+                    self.answer_next_call().await?;
+                    continue;
+                }
+                if done {
+                    // Nothing more to read: wait for it as for any pause.
+                    if let Settled::Flow(Flow::Respond(local)) =
+                        self.settle(i, side, Some(Action::Pause), false).await?
+                    {
+                        return Ok(Headed::Respond(local));
+                    }
+                    break self.take_held(i);
+                }
+                let inbox = self.inbox_for(i);
+                let event = tokio::select! {
+                    frame = body.frame() => Event::Frame(frame),
+                    op = inbox.next() => Event::Op(op),
+                    () = tokio::time::sleep_until(deadline) => Event::Timeout,
+                };
+                let (data, eos) = match event {
+                    Event::Op(Some((_, op))) => {
+                        self.stream.apply(op);
+                        continue;
+                    }
+                    Event::Op(None) => continue,
+                    Event::Timeout => {
+                        return Err(ProxyError::FilterStalled {
+                            route: self.chain.route.clone(),
+                            filter: self.chain.filters[i].name.clone(),
+                        });
+                    }
+                    Event::Frame(Some(Err(e))) => return Err(read_error(e.into())),
+                    Event::Frame(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => (data, body.is_end_stream()),
+                        Err(frame) => match frame.into_trailers() {
+                            // Their callbacks run once the headers went
+                            // through every filter.
+                            Ok(t) => {
+                                trailers = Some(t);
+                                (Bytes::new(), true)
+                            }
+                            Err(_) => continue,
+                        },
+                    },
+                    Event::Frame(None) => (Bytes::new(), true),
+                };
+                done = eos;
+                if data.is_empty() && !eos {
+                    continue;
+                }
+                step = Some(self.body_at(side, 0..k + 1, data, eos, true)?);
+            };
+            passed = released;
+            (from, at) = (k + 1, k + 1);
+        }
+        if at > 0 && at < n && (!passed.is_empty() || done) {
+            match self.body_at(side, at..n, std::mem::take(&mut passed), done, false)? {
+                BodyOut::Passed(bytes) => passed = bytes,
+                // A later filter buffers it; the rest of the body flushes it.
+                BodyOut::Held => {}
+                BodyOut::Respond(local) => return Ok(Headed::Respond(local)),
+            }
+        }
+        if let Some(t) = trailers.take() {
+            let t = self.trailers_now(side, &t)?;
+            if let Some(local) = self.stream.local_response.take() {
+                return Ok(Headed::Respond(Box::new(local)));
+            }
+            trailers = Some(t);
+        }
+        Ok(Headed::Continue(HeldBody {
+            prefix: passed,
+            done,
+            trailers,
+        }))
+    }
+
+    /// What filter `i` held back, released.
+    fn take_held(&mut self, i: usize) -> Bytes {
+        self.held
+            .get_mut(i)
+            .map(|held| Bytes::from(std::mem::take(held)))
+            .unwrap_or_default()
+    }
+
+    /// The filter at position `k` of `side`'s order.
+    fn index(&self, side: Side, k: usize) -> usize {
+        match side {
             Side::Request => k,
-            Side::Response => n - 1 - k,
-        })
+            Side::Response => self.members.len() - 1 - k,
+        }
     }
 
     /// After a callback: answer http calls, and wait while the filter keeps
     /// the stream paused, until something resumes it or
-    /// [`Chain::pause_timeout`] passes. `Some(flow)` ends the phase early.
+    /// [`Chain::pause_timeout`] passes; with `hold`, a pause nothing of the
+    /// filter's own resolves is not waited for but reported as
+    /// [`Settled::Held`].
     async fn settle(
         &mut self,
         i: usize,
         side: Side,
         action: Option<Action>,
-    ) -> Result<Option<Flow>, ProxyError> {
+        hold: bool,
+    ) -> Result<Settled, ProxyError> {
         let mut paused = action == Some(Action::Pause);
         let mut deadline = None;
         loop {
@@ -379,13 +568,9 @@ impl FilterRun {
             if self.stream.local_response.is_some()
                 && let Some(local) = self.stream.local_response.take()
             {
-                return Ok(Some(Flow::Respond(Box::new(local))));
+                return Ok(Settled::Flow(Flow::Respond(Box::new(local))));
             }
-            let resumed = match side {
-                Side::Request => std::mem::take(&mut self.stream.resume_request),
-                Side::Response => std::mem::take(&mut self.stream.resume_response),
-            };
-            if resumed {
+            if std::mem::take(resume_flag(&mut self.stream, side)) {
                 paused = false;
             }
             if !self.calls.is_empty() {
@@ -393,7 +578,10 @@ impl FilterRun {
                 continue;
             }
             if !paused || !self.members[i].active {
-                return Ok(None);
+                return Ok(Settled::Go);
+            }
+            if hold {
+                return Ok(Settled::Held);
             }
             // Paused with nothing of its own pending: wait for a tick, a
             // queue, a root call's answer or another stream to resume it.
@@ -450,8 +638,32 @@ impl FilterRun {
         chunk: Bytes,
         end_of_stream: bool,
     ) -> Result<BodyStep, ProxyError> {
+        let all = 0..self.members.len();
+        Ok(
+            match self.body_at(side, all, chunk, end_of_stream, false)? {
+                BodyOut::Passed(bytes) => BodyStep::Forward(bytes),
+                BodyOut::Held => BodyStep::Forward(Bytes::new()),
+                BodyOut::Respond(local) => BodyStep::Respond(local),
+            },
+        )
+    }
+
+    /// A chunk of body through the filters at positions `range` of
+    /// `side`'s order. With `last_holds`, the last of them holding at the
+    /// end of the stream holds too (it holds the headers as well, and is
+    /// waited for); otherwise a pause at the end counts as continue.
+    fn body_at(
+        &mut self,
+        side: Side,
+        range: std::ops::Range<usize>,
+        chunk: Bytes,
+        end_of_stream: bool,
+        last_holds: bool,
+    ) -> Result<BodyOut, ProxyError> {
         let mut data = Chunk::AsGiven(chunk);
-        for i in self.order(side) {
+        let last = range.end.saturating_sub(1);
+        for k in range {
+            let i = self.index(side, k);
             if !self.members[i].active {
                 continue;
             }
@@ -482,17 +694,17 @@ impl FilterRun {
             if self.stream.local_response.is_some()
                 && let Some(local) = self.stream.local_response.take()
             {
-                return Ok(BodyStep::Respond(Box::new(local)));
+                return Ok(BodyOut::Respond(Box::new(local)));
             }
             let unchanged = fresh && !self.stream.body_changed;
             let buf = body_buffer(&mut self.stream, side);
-            if action == Some(Action::Pause) && !end_of_stream {
+            if action == Some(Action::Pause) && (!end_of_stream || (last_holds && k == last)) {
                 let body = std::mem::take(buf);
                 if self.held.len() < self.members.len() {
                     self.held.resize(self.members.len(), Vec::new());
                 }
                 self.held[i] = body;
-                return Ok(BodyStep::Forward(Bytes::new()));
+                return Ok(BodyOut::Held);
             }
             if unchanged {
                 // The buffer is only valid during the callback.
@@ -501,7 +713,7 @@ impl FilterRun {
                 data = Chunk::Changed(std::mem::take(buf));
             }
         }
-        Ok(BodyStep::Forward(match data {
+        Ok(BodyOut::Passed(match data {
             Chunk::AsGiven(bytes) => bytes,
             Chunk::Changed(bytes) => Bytes::from(bytes),
         }))
@@ -527,7 +739,8 @@ impl FilterRun {
         for (name, value) in trailers {
             map.add(name.as_str(), value.as_bytes());
         }
-        for i in self.order(side) {
+        for k in 0..self.members.len() {
+            let i = self.index(side, k);
             self.call(i, |vm, s| match side {
                 Side::Request => vm.on_request_trailers(s),
                 Side::Response => vm.on_response_trailers(s),
@@ -621,6 +834,69 @@ impl Chunk {
             Chunk::Changed(bytes) => bytes,
         }
     }
+}
+
+/// The flag `proxy_continue_stream` sets for `side`.
+fn resume_flag(stream: &mut Stream, side: Side) -> &mut bool {
+    match side {
+        Side::Request => &mut stream.resume_request,
+        Side::Response => &mut stream.resume_response,
+    }
+}
+
+/// How a headers phase ended.
+enum Phase {
+    /// Through every filter, or answered.
+    Done(Flow),
+    /// The filter at this position holds the headers and takes the body.
+    Held(usize),
+}
+
+/// A callback's outcome once settled.
+enum Settled {
+    /// On to the next filter.
+    Go,
+    /// The phase ends here.
+    Flow(Flow),
+    /// Paused, and to be fed the body rather than waited for.
+    Held,
+}
+
+/// What a chunk of body became in [`FilterRun::body_at`].
+enum BodyOut {
+    /// Through every filter of the range.
+    Passed(Bytes),
+    /// Held back by a filter.
+    Held,
+    /// A filter answered.
+    Respond(Box<wasmgate_abi::LocalResponse>),
+}
+
+/// What a wait in [`FilterRun::headers_holding_body`] was ended by.
+enum Event<F> {
+    Frame(Option<F>),
+    Op(Option<(usize, wasmgate_abi::StreamOp)>),
+    Timeout,
+}
+
+/// Where [`FilterRun::headers_holding_body`] leaves the message.
+#[derive(Debug)]
+pub enum Headed {
+    /// A filter answered.
+    Respond(Box<wasmgate_abi::LocalResponse>),
+    /// The headers went through every filter.
+    Continue(HeldBody),
+}
+
+/// The body read while a filter held the headers.
+#[derive(Debug)]
+pub struct HeldBody {
+    /// Bytes that went through every filter already, to send first.
+    pub prefix: Bytes,
+    /// The body was read to its end: `prefix` (and `trailers`) is all of it.
+    pub done: bool,
+    /// Trailers met while reading, through the filters already.
+    pub trailers: Option<http::HeaderMap>,
 }
 
 /// The stream's buffer for `side`'s body, as the body callbacks see it.

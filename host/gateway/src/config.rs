@@ -218,6 +218,14 @@ pub struct FilterConfig {
     /// Failure policy.
     #[serde(default)]
     pub on_error: OnError,
+    /// Envoy's key of the same name: a filter that pauses
+    /// `on_http_request_headers` (or `..._response_headers`) on a message
+    /// with a body gets the body callbacks while the headers are held, and
+    /// the headers go on when it resumes (`Continue` from a body callback,
+    /// or `proxy_continue_stream`). Default `false`: the body waits, unread,
+    /// until the filter resumes.
+    #[serde(default)]
+    pub allow_on_headers_stop_iteration: bool,
     /// Values for `env` names the host does not set (the embedded demo's
     /// harmless default secret; not part of the file format).
     #[serde(skip)]

@@ -157,6 +157,19 @@ impl<B> FilteredBody<B> {
         }
     }
 
+    /// Sends `prefix` first: body that went through the filters while
+    /// one of them held the headers ([`crate::chain::HeldBody`]).
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: Bytes) -> Self {
+        if !prefix.is_empty() {
+            // Counted: a prefix over the declared length fails the body
+            // at its next frame or its end.
+            self.passed += prefix.len() as u64;
+            self.pending = Some(Frame::data(prefix));
+        }
+        self
+    }
+
     /// Counts `data` against the declared length: more than declared, or
     /// less at the end, fails the body (a filter changed its length but
     /// left `content-length`: a filter that changes a body's length removes

@@ -32,7 +32,7 @@ use wasmgate_abi::{Attributes, LocalResponse, properties::encode};
 use crate::{
     access_log::Entry,
     body::{Body, RequestBody},
-    chain::{BodyStep, FilterRun, Flow, Side, Verdict},
+    chain::{BodyStep, FilterRun, Flow, Headed, Side, Verdict},
     config::{EscapedSlashes, UnderscorePolicy},
     error::{ProxyError, StreamReset},
     filtered_body::{FilteredBody, LimitedBody},
@@ -505,7 +505,7 @@ async fn forward(
         body.size_hint().exact()
     };
     let watch = watch.unwrap_or_default();
-    let limited = LimitedBody::new(body, limit, watch.clone());
+    let mut limited = LimitedBody::new(body, limit, watch.clone());
 
     let mut run = None;
     let mut run_back = None;
@@ -516,18 +516,55 @@ async fn forward(
         Some(chain) => {
             let stream = stream_map::request_stream(&parts, conn, &chain.properties);
             let mut filter_run = chain.start(stream)?;
-            if let Flow::Respond(local) = filter_run.headers(Side::Request, request_eos).await? {
+            let mut held = None;
+            if chain.holds_body && !request_eos {
+                // Boxed: only chains with a filter that sees the body
+                // before the headers go on pay for this future.
+                let read_error = |_| {
+                    if watch.exceeded.load(Ordering::Relaxed) {
+                        ProxyError::BodyTooLarge { limit }
+                    } else {
+                        ProxyError::BadRequest("request body")
+                    }
+                };
+                let headed = Box::pin(filter_run.headers_holding_body(
+                    Side::Request,
+                    &mut limited,
+                    read_error,
+                ))
+                .await?;
+                match headed {
+                    Headed::Respond(local) => {
+                        return Box::pin(encode_local(filter_run, *local)).await;
+                    }
+                    Headed::Continue(body) => held = Some(body),
+                }
+            } else if let Flow::Respond(local) =
+                filter_run.headers(Side::Request, request_eos).await?
+            {
                 return Box::pin(encode_local(filter_run, *local)).await;
             }
             stream_map::apply_request(&filter_run.stream, &mut parts)?;
             length = kept_length(declared, &parts.headers);
-            if request_eos {
-                run = Some(filter_run);
-                crate::body::empty()
-            } else {
-                let (body, back) = FilteredBody::request(limited, filter_run, length);
-                run_back = Some(back);
-                body.boxed_unsync()
+            match held {
+                // Read whole while a filter held the headers.
+                Some(held) if held.done => {
+                    length = held.trailers.is_none().then_some(held.prefix.len() as u64);
+                    run = Some(filter_run);
+                    crate::body::complete(held.prefix, held.trailers)
+                }
+                _ if request_eos => {
+                    run = Some(filter_run);
+                    crate::body::empty()
+                }
+                held => {
+                    let (mut body, back) = FilteredBody::request(limited, filter_run, length);
+                    if let Some(held) = held {
+                        body = body.with_prefix(held.prefix);
+                    }
+                    run_back = Some(back);
+                    body.boxed_unsync()
+                }
             }
         }
     };
@@ -592,20 +629,43 @@ async fn forward(
     // `Content-Length` is dropped on the way out; see `frame_response`).
     let declared = body.size_hint().exact();
     stream_map::response_headers_into(&mut filter_run.stream, &parts);
-    match filter_run
-        .headers(Side::Response, body.is_end_stream())
-        .await?
-    {
+    let mut body = body;
+    let response_eos = body.is_end_stream();
+    let mut held = None;
+    if filter_run.chain().holds_body && !response_eos {
+        let read_error = |e: crate::body::BoxError| ProxyError::UpstreamFailed {
+            upstream: upstream.name.clone(),
+            reason: e.to_string(),
+        };
+        let headed =
+            Box::pin(filter_run.headers_holding_body(Side::Response, &mut body, read_error))
+                .await?;
+        match headed {
+            Headed::Respond(local) => return Ok(stream_map::local_response(*local)),
+            Headed::Continue(body) => held = Some(body),
+        }
+    } else if let Flow::Respond(local) = filter_run.headers(Side::Response, response_eos).await? {
         // The upstream's body is dropped unread; the filter's reply replaces it.
-        Flow::Respond(local) => return Ok(stream_map::local_response(*local)),
-        Flow::Continue => apply_response(&filter_run, &mut parts)?,
+        return Ok(stream_map::local_response(*local));
     }
-    let body = if body.is_end_stream() {
-        filter_run.finish();
-        crate::body::empty()
-    } else {
-        let length = kept_length(declared, &parts.headers);
-        FilteredBody::response(body, filter_run, length).boxed_unsync()
+    apply_response(&filter_run, &mut parts)?;
+    let body = match held {
+        Some(held) if held.done => {
+            filter_run.finish();
+            crate::body::complete(held.prefix, held.trailers)
+        }
+        _ if response_eos => {
+            filter_run.finish();
+            crate::body::empty()
+        }
+        held => {
+            let length = kept_length(declared, &parts.headers);
+            let mut body = FilteredBody::response(body, filter_run, length);
+            if let Some(held) = held {
+                body = body.with_prefix(held.prefix);
+            }
+            body.boxed_unsync()
+        }
     };
     Ok(Response::from_parts(parts, body))
 }

@@ -115,6 +115,7 @@ impl Snapshot {
                         name: name.clone(),
                         plugin,
                         on_error: fc.on_error,
+                        allow_on_headers_stop_iteration: fc.allow_on_headers_stop_iteration,
                         stats: stats.filter(&name),
                     }),
                     Err(e) => errors.push(format!("{source}: {key}.filters[{j}]: {e}")),

@@ -107,6 +107,7 @@ fn redaction_keeps_names_hides_values() {
         root_id: None,
         env: vec!["TOKEN".into()],
         on_error: OnError::Deny,
+        allow_on_headers_stop_iteration: false,
         env_defaults: BTreeMap::new(),
     });
     let shown = serde_json::to_string(&c.redacted()).unwrap();

@@ -14,6 +14,12 @@
 //!
 //! Response: buffered until end of stream, then replaced whole by its upper-case
 //! form and prefixed with `resp:`. An empty response body is left alone.
+//!
+//! A request with `x-hold: yes` and a body has its headers held (`Pause` from
+//! `on_http_request_headers`, Envoy's `allow_on_headers_stop_iteration`) until the
+//! body's end, where the request gets `x-held-body: <final length>`: a header written
+//! after the body was seen, which only a host that sent the headers late can forward.
+//! Its response headers are held the same way, and get `x-held-response: <length>`.
 
 use filter_common::or_none;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -30,6 +36,7 @@ struct Bodies {
     request_len: Option<usize>,
     request_peek: Option<String>,
     request_final: Option<String>,
+    hold: bool,
 }
 
 impl Context for Bodies {}
@@ -38,6 +45,10 @@ impl HttpContext for Bodies {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if !end_of_stream {
             self.set_http_request_header("content-length", None);
+        }
+        self.hold = self.get_http_request_header("x-hold").as_deref() == Some("yes");
+        if self.hold && !end_of_stream {
+            return Action::Pause;
         }
         Action::Continue
     }
@@ -61,6 +72,10 @@ impl HttpContext for Bodies {
         self.request_final = self
             .get_http_request_body(0, usize::MAX)
             .map(|b| String::from_utf8_lossy(&b).into_owned());
+        if self.hold {
+            let len = self.request_final.as_ref().map_or(0, String::len);
+            self.set_http_request_header("x-held-body", Some(&len.to_string()));
+        }
         Action::Continue
     }
 
@@ -76,6 +91,9 @@ impl HttpContext for Bodies {
         self.set_http_response_header("x-req-body-peek", Some(&peek));
         let body = or_none(self.request_final.as_deref());
         self.set_http_response_header("x-req-body-final", Some(&body));
+        if self.hold && !end_of_stream {
+            return Action::Pause;
+        }
         Action::Continue
     }
 
@@ -91,6 +109,10 @@ impl HttpContext for Bodies {
         }
         self.set_http_response_body(0, body.len(), &body.to_ascii_uppercase());
         self.set_http_response_body(0, 0, b"resp:");
+        if self.hold {
+            let len = (body.len() + 5).to_string();
+            self.set_http_response_header("x-held-response", Some(&len));
+        }
         Action::Continue
     }
 }
