@@ -35,6 +35,7 @@ use tokio::{
 };
 use wasmgate_tests::{
     gateway::{self, Reply, TIMEOUT, TestGateway, get},
+    raw::header_values,
     record::Log,
     serve::accept_each,
 };
@@ -161,16 +162,6 @@ async fn read_head(io: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> Opti
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
-}
-
-/// Every value of header `name` in a raw message head.
-fn header_values<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
-    head.lines()
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
-        .collect()
 }
 
 /// One client connection to the gateway, kept open across requests.
