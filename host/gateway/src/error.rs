@@ -137,25 +137,10 @@ impl ProxyError {
     /// comes as a trailers-only response, `200` with `grpc-status` and
     /// `grpc-message`, the status mapped as Envoy maps it.
     pub fn into_grpc_response(self) -> Response<Body> {
-        let code = match self.status().as_u16() {
-            400 => 13,             // INTERNAL
-            401 => 16,             // UNAUTHENTICATED
-            403 => 7,              // PERMISSION_DENIED
-            404 => 12,             // UNIMPLEMENTED
-            429 | 502..=504 => 14, // UNAVAILABLE
-            _ => 2,                // UNKNOWN
-        };
+        let code = grpc_status_for(self.status().as_u16());
         let message = self.to_client_text();
         let mut response = Response::new(crate::body::empty());
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert("grpc-status", HeaderValue::from(code));
-        if let Ok(v) = HeaderValue::from_str(&grpc_message(message.trim_end())) {
-            headers.insert("grpc-message", v);
-        }
+        grpc_trailers_only(response.headers_mut(), code, message.trim_end());
         response
     }
 
@@ -217,6 +202,31 @@ impl ProxyError {
                 format!("filter {filter} closed the stream\n")
             }
         }
+    }
+}
+
+/// The gRPC status Envoy maps an HTTP status to (`httpToGrpcStatus`).
+pub fn grpc_status_for(http: u16) -> u32 {
+    match http {
+        400 => 13,             // INTERNAL
+        401 => 16,             // UNAUTHENTICATED
+        403 => 7,              // PERMISSION_DENIED
+        404 => 12,             // UNIMPLEMENTED
+        429 | 502..=504 => 14, // UNAVAILABLE
+        _ => 2,                // UNKNOWN
+    }
+}
+
+/// The fields of a trailers-only gRPC answer: `content-type`,
+/// `grpc-status` and `grpc-message` (the HTTP status is 200, the body empty).
+pub fn grpc_trailers_only(headers: &mut http::HeaderMap, code: u32, message: &str) {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", HeaderValue::from(code));
+    if let Ok(v) = HeaderValue::from_str(&grpc_message(message)) {
+        headers.insert("grpc-message", v);
     }
 }
 

@@ -270,6 +270,9 @@ pub async fn handle(
             }
         }
     };
+    if grpc.load(Ordering::Relaxed) {
+        stream_map::grpc_local_reply(&mut response);
+    }
     let early = body.is_some_and(|b| !b.finished.load(Ordering::Relaxed));
     frame_response(
         &mut response,

@@ -304,6 +304,32 @@ fn append_regular(map: &wasmgate_abi::HeaderMap, out: &mut http::HeaderMap, what
     }
 }
 
+/// Marks a response as a filter's local reply, with what a gRPC client
+/// gets of it instead ([`grpc_local_reply`]).
+#[derive(Clone, Debug)]
+pub struct LocalReply {
+    /// The filter's gRPC status (`-1`: none, map the HTTP status).
+    pub grpc_status: i32,
+    /// The body as text: the `grpc-message`.
+    pub message: String,
+}
+
+/// A filter's local reply to a gRPC request becomes a trailers-only gRPC
+/// answer, as Envoy sends it: 200, `grpc-status` (the filter's, or the
+/// HTTP status mapped), `grpc-message` (the body); the filter's other
+/// headers stay. Anything else is left alone.
+pub fn grpc_local_reply(response: &mut Response<Body>) {
+    let Some(reply) = response.extensions_mut().remove::<LocalReply>() else {
+        return;
+    };
+    let code = u32::try_from(reply.grpc_status)
+        .unwrap_or_else(|_| crate::error::grpc_status_for(response.status().as_u16()));
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().remove(header::CONTENT_LENGTH);
+    crate::error::grpc_trailers_only(response.headers_mut(), code, &reply.message);
+    *response.body_mut() = crate::body::empty();
+}
+
 /// The response a filter asked for with `send_local_response`, sent as it
 /// is (no response callbacks).
 pub fn local_response(local: LocalResponse) -> Response<Body> {
@@ -324,6 +350,10 @@ pub fn local_response_parts(local: LocalResponse) -> (response::Parts, Vec<u8>) 
         .filter(|s| !s.is_informational())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     append_regular(&local.headers, &mut parts.headers, "local response");
+    parts.extensions.insert(LocalReply {
+        grpc_status: local.grpc_status,
+        message: String::from_utf8_lossy(&local.body).into_owned(),
+    });
     if !local.body.is_empty() {
         parts
             .headers

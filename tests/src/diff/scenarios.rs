@@ -441,6 +441,17 @@ fn local_response() -> Setup {
                 Request::get("/replace-response", &[]),
             )
             .client(CLIENT),
+            scenario(
+                "403 to a gRPC request",
+                Request {
+                    method: "POST",
+                    path: "/deny-grpc",
+                    headers: vec![("content-type", "application/grpc"), ("te", "trailers")],
+                    body: bytes::Bytes::from_static(b"\0\0\0\0\0"),
+                    h2: true,
+                },
+            )
+            .client(&["content-type", "grpc-status", "grpc-message", "x-local"]),
             scenario("passes otherwise", Request::get("/pass", &[])).client(PASSED),
             scenario("closed stream", Request::get("/reset", &[])).client(CLIENT),
         ],
