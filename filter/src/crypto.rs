@@ -76,6 +76,13 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 /// Standard base64 with padding.
 pub fn base64_encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    base64_encode_into(data, &mut out);
+    out
+}
+
+/// Standard base64 with padding, appended to `out`.
+pub fn base64_encode_into(data: &[u8], out: &mut String) {
+    let mut quad = [b'='; 4];
     for chunk in data.chunks(3) {
         let b = [
             chunk[0],
@@ -83,15 +90,16 @@ pub fn base64_encode(data: &[u8]) -> String {
             *chunk.get(2).unwrap_or(&0),
         ];
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+        for (i, c) in quad.iter_mut().enumerate() {
+            *c = if i <= chunk.len() {
+                ALPHABET[(n >> (18 - 6 * i)) as usize & 63]
             } else {
-                out.push('=');
-            }
+                b'='
+            };
         }
+        // Every byte is from the alphabet or `=`: ASCII.
+        out.push_str(std::str::from_utf8(&quad).unwrap_or_default());
     }
-    out
 }
 
 /// Standard base64. Padding is optional but, when present, must be right; whitespace and the

@@ -317,6 +317,10 @@ mod wiring {
                 .collect()
         }
 
+        fn first(&self, name: &str) -> Option<Vec<u8>> {
+            self.0.get_http_request_header_bytes(name)
+        }
+
         fn remove(&mut self, name: &str) {
             self.0.set_http_request_header_bytes(name, None);
         }

@@ -27,7 +27,7 @@
 use crate::config::{self, Env};
 use crate::crypto;
 use crate::error::{ConfigError, Problem};
-use crate::sfv::{BareItem, Params};
+use crate::sfv;
 use crate::signature_base::{self, Component, Message};
 use crate::transform::Headers;
 use serde_json::Value;
@@ -56,6 +56,8 @@ pub struct Sign {
     pub content_digest: bool,
     /// Add a random `nonce` parameter.
     pub nonce: bool,
+    /// `;keyid="…";alg="hmac-sha256"`, the parameters that never change, serialized once.
+    fixed_params: String,
 }
 
 /// The key is never printed.
@@ -115,18 +117,26 @@ impl Sign {
         if content_digest && !components.contains(&digest) {
             components.push(digest);
         }
+        // A key id is validated printable ASCII without `"` and `\\`: quoting it is the
+        // RFC 8941 string serialization.
+        let fixed_params = format!(";keyid=\"{key_id}\";alg=\"{ALG}\"");
         Ok(Sign {
             key_id,
             key: crypto::HmacKey::new(key),
             components,
             content_digest,
             nonce,
+            fixed_params,
         })
     }
 
     /// Signs a request: removes client-sent signature headers, adds `Content-Digest` of
     /// `body` when configured (pass `Some(b"")` for a bodiless request), then
     /// `Signature-Input` and `Signature`. `created` is the Unix time in seconds.
+    ///
+    /// Only what the signature covers is read: the pseudo-headers the derived components
+    /// come from, one by one, and the whole header list only when an HTTP field (other than
+    /// the `Content-Digest` written here) is covered.
     pub fn apply(
         &self,
         headers: &mut impl Headers,
@@ -136,52 +146,116 @@ impl Sign {
     ) {
         headers.remove("signature");
         headers.remove("signature-input");
+        let mut digest = None;
         if self.content_digest {
+            let value = content_digest(body.unwrap_or_default());
             headers.remove("content-digest");
-            headers.add(
-                "content-digest",
-                content_digest(body.unwrap_or_default()).as_bytes(),
-            );
+            headers.add("content-digest", value.as_bytes());
+            digest = Some(value);
         }
-        let pairs = headers.pairs();
-        let (input, signature) = self.signature(Message(&pairs), created, nonce);
+        let (input, signature) = if self.covers_client_fields() {
+            self.signature(Message(&headers.pairs()), created, nonce)
+        } else {
+            let mut pairs: Vec<(&str, Vec<u8>)> = Vec::with_capacity(PSEUDO_HEADERS.len() + 1);
+            for name in PSEUDO_HEADERS {
+                if self.components.iter().any(|c| reads(c, name))
+                    && let Some(value) = headers.first(name)
+                {
+                    pairs.push((name, value));
+                }
+            }
+            if let Some(value) = digest {
+                pairs.push(("content-digest", value.into_bytes()));
+            }
+            self.signature(Message(&pairs), created, nonce)
+        };
         headers.add("signature-input", input.as_bytes());
         headers.add("signature", signature.as_bytes());
     }
 
+    /// Whether a covered HTTP field comes from the client (not the digest written here).
+    fn covers_client_fields(&self) -> bool {
+        self.components.iter().any(|c| match c {
+            Component::Field(name) => !(self.content_digest && name == "content-digest"),
+            _ => false,
+        })
+    }
+
     /// The `Signature-Input` and `Signature` values for `message` (pure: the known-answer
-    /// tests call it directly).
-    pub fn signature(
+    /// tests call it directly). The base and the parameters are written in one pass, into
+    /// two buffers: a request is signed with a handful of allocations.
+    pub fn signature<N: AsRef<str>>(
         &self,
-        message: Message<'_>,
+        message: Message<'_, N>,
         created: u64,
         nonce: Option<&str>,
     ) -> (String, String) {
-        let covered: Vec<Component> = self
-            .components
-            .iter()
-            .filter(|c| message.value(c).is_some())
-            .cloned()
-            .collect();
-        let mut params: Params = vec![
-            (
-                "created".to_owned(),
-                BareItem::Integer(i64::try_from(created).unwrap_or(i64::MAX)),
-            ),
-            ("keyid".to_owned(), BareItem::String(self.key_id.clone())),
-            ("alg".to_owned(), BareItem::String(ALG.to_owned())),
-        ];
-        if let Some(nonce) = nonce {
-            params.push(("nonce".to_owned(), BareItem::String(nonce.to_owned())));
+        let mut base = Vec::with_capacity(256);
+        let mut input = String::with_capacity(160);
+        input.push_str(LABEL);
+        input.push_str("=(");
+        let mut covered = 0;
+        for component in &self.components {
+            // A field the request lacks is left out of what this request's signature covers.
+            if signature_base::write_line(message, component, &mut base) {
+                if covered > 0 {
+                    input.push(' ');
+                }
+                // Identifiers are lower-case tokens or `@` names: quoting is serializing.
+                input.push('"');
+                input.push_str(component.id());
+                input.push('"');
+                covered += 1;
+            }
         }
-        let signature_params = signature_base::signature_params(&covered, &params);
-        let base = signature_base::build(message, &covered, &signature_params)
-            .expect("only present components are covered");
+        input.push_str(");created=");
+        push_decimal(created.min(i64::MAX as u64), &mut input);
+        input.push_str(&self.fixed_params);
+        if let Some(nonce) = nonce {
+            input.push_str(";nonce=");
+            sfv::serialize_string(nonce, &mut input);
+        }
+        let signature_params = &input[LABEL.len() + 1..];
+        base.extend_from_slice(b"\"@signature-params\": ");
+        base.extend_from_slice(signature_params.as_bytes());
         let tag = self.key.tag(&base);
-        (
-            format!("{LABEL}={signature_params}"),
-            format!("{LABEL}=:{}:", crypto::base64_encode(&tag)),
-        )
+        let mut signature = String::with_capacity(LABEL.len() + 48);
+        signature.push_str(LABEL);
+        signature.push_str("=:");
+        crypto::base64_encode_into(&tag, &mut signature);
+        signature.push(':');
+        (input, signature)
+    }
+}
+
+/// Appends `n` in decimal (without `fmt`'s machinery: this runs on every signed request).
+fn push_decimal(mut n: u64, out: &mut String) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+}
+
+/// The pseudo-headers derived components are read from.
+const PSEUDO_HEADERS: [&str; 4] = [":method", ":scheme", ":authority", ":path"];
+
+/// Whether `component`'s value is read from the pseudo-header `name`.
+fn reads(component: &Component, name: &str) -> bool {
+    match component {
+        Component::Method => name == ":method",
+        Component::Scheme => name == ":scheme",
+        // The scheme decides which default port `@authority` drops.
+        Component::Authority => name == ":authority" || name == ":scheme",
+        Component::Path | Component::Query | Component::RequestTarget => name == ":path",
+        Component::TargetUri => name != ":method",
+        Component::Field(_) => false,
     }
 }
 

@@ -98,74 +98,131 @@ fn is_lower_tchar(c: u8) -> bool {
     (c.is_ascii_alphanumeric() && !c.is_ascii_uppercase()) || b"!#$%&'*+-.^_`|~".contains(&c)
 }
 
-/// A request as the signature sees it: its header list, pseudo-headers included.
-#[derive(Debug, Clone, Copy)]
-pub struct Message<'a>(pub &'a [(String, Vec<u8>)]);
+/// A request as the signature sees it: its header list, pseudo-headers included. Names are
+/// owned strings when the list is the host's whole map, static ones when the signer fetched
+/// only the pseudo-headers it covers.
+#[derive(Debug)]
+pub struct Message<'a, N = String>(pub &'a [(N, Vec<u8>)]);
 
-impl Message<'_> {
+impl<N> Clone for Message<'_, N> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<N> Copy for Message<'_, N> {}
+
+impl<N: AsRef<str>> Message<'_, N> {
     fn first(&self, name: &str) -> Option<&[u8]> {
         self.0
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .find(|(n, _)| n.as_ref().eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_slice())
     }
 
     /// The value of `component` in this request, or `None` when the request lacks it.
     pub fn value(&self, component: &Component) -> Option<Vec<u8>> {
-        let path = || self.first(":path");
-        let split = |p: &[u8]| -> (Vec<u8>, Option<Vec<u8>>) {
-            match p.iter().position(|&b| b == b'?') {
-                Some(q) => (p[..q].to_vec(), Some(p[q + 1..].to_vec())),
-                None => (p.to_vec(), None),
-            }
+        let mut out = Vec::new();
+        self.write_value(component, &mut out).then_some(out)
+    }
+
+    /// Appends the value of `component` to `out`; `false` (and `out` unchanged) when the
+    /// request lacks it. The signing path builds a whole base in one buffer this way.
+    pub fn write_value(&self, component: &Component, out: &mut Vec<u8>) -> bool {
+        let path = self.first(":path");
+        let (path_only, query) = match path {
+            Some(p) => match p.iter().position(|&b| b == b'?') {
+                Some(q) => (Some(&p[..q]), Some(&p[q + 1..])),
+                None => (Some(p), None),
+            },
+            None => (None, None),
         };
         match component {
-            Component::Method => self.first(":method").map(<[u8]>::to_vec),
-            Component::Scheme => self.first(":scheme").map(<[u8]>::to_ascii_lowercase),
-            Component::Authority => self.authority(),
-            Component::RequestTarget => path().map(<[u8]>::to_vec),
-            Component::Path => path().map(|p| {
-                let (path, _) = split(p);
-                if path.is_empty() { b"/".to_vec() } else { path }
-            }),
-            Component::Query => path().map(|p| {
-                let mut out = b"?".to_vec();
-                out.extend(split(p).1.unwrap_or_default());
-                out
-            }),
+            Component::Method => return self.copy_first(":method", out),
+            Component::Scheme => {
+                let Some(scheme) = self.first(":scheme") else {
+                    return false;
+                };
+                push_lower(scheme, out);
+            }
+            Component::Authority => return self.write_authority(out),
+            Component::RequestTarget => return self.copy_first(":path", out),
+            Component::Path => match path_only {
+                Some([]) => out.push(b'/'),
+                Some(p) => out.extend_from_slice(p),
+                None => return false,
+            },
+            Component::Query => {
+                if path.is_none() {
+                    return false;
+                }
+                out.push(b'?');
+                out.extend_from_slice(query.unwrap_or_default());
+            }
             Component::TargetUri => {
-                let mut out = self.first(":scheme")?.to_ascii_lowercase();
+                let (Some(scheme), Some(authority), Some(path)) =
+                    (self.first(":scheme"), self.first(":authority"), path)
+                else {
+                    return false;
+                };
+                push_lower(scheme, out);
                 out.extend_from_slice(b"://");
-                out.extend_from_slice(self.first(":authority")?);
-                out.extend_from_slice(path()?);
-                Some(out)
+                out.extend_from_slice(authority);
+                out.extend_from_slice(path);
             }
             Component::Field(name) => {
                 let mut lines = self
                     .0
                     .iter()
-                    .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v.trim_ascii())
-                    .peekable();
-                lines.peek()?;
-                Some(lines.collect::<Vec<_>>().join(&b", "[..]))
+                    .filter(|(n, _)| n.as_ref().eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.trim_ascii());
+                let Some(first) = lines.next() else {
+                    return false;
+                };
+                out.extend_from_slice(first);
+                for line in lines {
+                    out.extend_from_slice(b", ");
+                    out.extend_from_slice(line);
+                }
             }
         }
+        true
+    }
+
+    /// Appends the first value of `name` as it is.
+    fn copy_first(&self, name: &str, out: &mut Vec<u8>) -> bool {
+        self.first(name).map(|v| out.extend_from_slice(v)).is_some()
     }
 
     /// `@authority`: lower case, without the scheme's default port (RFC 9110 §4.2.3).
-    fn authority(&self) -> Option<Vec<u8>> {
-        let mut authority = self.first(":authority")?.to_ascii_lowercase();
-        let default_port: &[u8] = match self.first(":scheme").map(<[u8]>::to_ascii_lowercase) {
-            Some(s) if s == b"https" => b":443",
-            Some(s) if s == b"http" => b":80",
+    fn write_authority(&self, out: &mut Vec<u8>) -> bool {
+        let Some(authority) = self.first(":authority") else {
+            return false;
+        };
+        let default_port: &[u8] = match self.first(":scheme") {
+            Some(s) if s.eq_ignore_ascii_case(b"https") => b":443",
+            Some(s) if s.eq_ignore_ascii_case(b"http") => b":80",
             _ => b"",
         };
-        if !default_port.is_empty() && authority.ends_with(default_port) {
-            authority.truncate(authority.len() - default_port.len());
-        }
-        Some(authority)
+        let trimmed = match authority.len().checked_sub(default_port.len()) {
+            Some(cut)
+                if !default_port.is_empty()
+                    && authority[cut..].eq_ignore_ascii_case(default_port) =>
+            {
+                &authority[..cut]
+            }
+            _ => authority,
+        };
+        push_lower(trimmed, out);
+        true
     }
+}
+
+/// Appends `bytes` in ASCII lower case.
+fn push_lower(bytes: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(bytes);
+    out[start..].make_ascii_lowercase();
 }
 
 /// Builds the signature base for `components` (already checked for duplicates) and the
@@ -173,23 +230,39 @@ impl Message<'_> {
 ///
 /// # Errors
 /// The component the request lacks.
-pub fn build<'c>(
-    message: Message<'_>,
+pub fn build<'c, N: AsRef<str>>(
+    message: Message<'_, N>,
     components: &'c [Component],
     signature_params: &str,
 ) -> Result<Vec<u8>, &'c Component> {
     let mut base = Vec::with_capacity(256);
     for component in components {
-        let value = message.value(component).ok_or(component)?;
-        base.push(b'"');
-        base.extend_from_slice(component.id().as_bytes());
-        base.extend_from_slice(b"\": ");
-        base.extend_from_slice(&value);
-        base.push(b'\n');
+        if !write_line(message, component, &mut base) {
+            return Err(component);
+        }
     }
     base.extend_from_slice(b"\"@signature-params\": ");
     base.extend_from_slice(signature_params.as_bytes());
     Ok(base)
+}
+
+/// Appends the base's line for `component` (`"<id>": <value>` and a newline); `false`, with
+/// `base` unchanged, when the request lacks the component.
+pub fn write_line<N: AsRef<str>>(
+    message: Message<'_, N>,
+    component: &Component,
+    base: &mut Vec<u8>,
+) -> bool {
+    let mark = base.len();
+    base.push(b'"');
+    base.extend_from_slice(component.id().as_bytes());
+    base.extend_from_slice(b"\": ");
+    if !message.write_value(component, base) {
+        base.truncate(mark);
+        return false;
+    }
+    base.push(b'\n');
+    true
 }
 
 /// The `@signature-params` value: the covered components and the parameters.

@@ -20,6 +20,11 @@ pub trait Headers {
     fn contains(&self, name: &str) -> bool;
     /// Every value of `name`, in order.
     fn values(&self, name: &str) -> Vec<Vec<u8>>;
+    /// The first value of `name` (one hostcall on the host's map, where `values` reads the
+    /// whole map).
+    fn first(&self, name: &str) -> Option<Vec<u8>> {
+        self.values(name).into_iter().next()
+    }
     /// Removes every copy of `name` (no-op when absent).
     fn remove(&mut self, name: &str);
     /// Adds one more copy of `name`.

@@ -251,3 +251,12 @@ fn bad_configurations_name_the_key() {
         assert_eq!(parse(config).expect_err(config).at, at, "{config}");
     }
 }
+
+#[test]
+fn decimal_parameters_are_written_as_integers() {
+    for n in [0, 7, 10, 1_618_884_473, i64::MAX as u64] {
+        let mut out = String::from("x");
+        super::push_decimal(n, &mut out);
+        assert_eq!(out, format!("x{n}"));
+    }
+}

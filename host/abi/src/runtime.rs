@@ -79,6 +79,11 @@ impl Runtime {
         let mut wasm = wasmtime::Config::new();
         // The per-callback CPU deadline: the ticker bumps the epoch, stores trap at their deadline.
         wasm.epoch_interruption(true);
+        // `WASMGATE_PERFMAP=1`: write /tmp/perf-PID.map so `perf report` names the guest's
+        // functions (a filter built with its name section, i.e. not stripped).
+        if std::env::var_os("WASMGATE_PERFMAP").is_some_and(|v| v == "1") {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm).map_err(|e| engine_err("engine", &e))?;
         let cache = match &config.cache_dir {
             Some(dir) => Some(ModuleCache::new(dir, &engine).map_err(|e| {
