@@ -22,9 +22,9 @@ use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
-    Shared,
     body::{Body, full},
     metrics::{StatsCollector, render},
+    shared::Shared,
 };
 
 /// Serves the admin endpoint until `stop` fires.

@@ -21,10 +21,10 @@ use tokio_rustls::TlsAcceptor;
 mod h1;
 
 use crate::{
-    Shared,
     body::RequestBody,
     config::LimitsConfig,
     proxy::{self, ConnInfo},
+    shared::Shared,
     watchdog::{Activity, CountedIo, Expired, watch},
 };
 

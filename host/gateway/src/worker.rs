@@ -11,8 +11,8 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
-    Shared,
     listener::{Listener, accept_loop, server_builder},
+    shared::Shared,
 };
 
 /// A listening socket and its TLS settings, before it is given to workers.

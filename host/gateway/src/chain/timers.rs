@@ -19,7 +19,7 @@ use super::{
     instances::{VMS, slot},
     signals,
 };
-use crate::Shared;
+use crate::shared::Shared;
 
 /// How often timers and queues are looked at.
 const GRANULARITY: Duration = Duration::from_millis(10);
