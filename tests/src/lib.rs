@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`wasm`]: paths of the `.wasm` files built by `build.rs` from source.
+//! - [`config`]: gateway configurations built rather than pasted (upstreams, routes, filters).
 //! - [`backend`]: a real echo backend (HTTP/1.1 + h2c) that records what it received.
 //! - [`envoy`]: a real Envoy started from the rendered `envoy-example/envoy.yaml`.
 //! - [`diff`]: the differential suite (Envoy and wasmgate side by side): scenarios and runner.
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod config;
 pub mod diff;
 pub mod envoy;
 pub mod gateway;

@@ -16,6 +16,7 @@ use tokio::{
     time::{sleep, timeout},
 };
 use wasmgate_tests::{
+    config::{GatewayYaml, Route},
     gateway::{self, TIMEOUT, TestGateway, get, raw},
     raw::{RawBackend, Step, header_values, request_line, send},
     serve,
@@ -455,16 +456,17 @@ async fn admin_posts_must_name_the_admin_endpoint() -> anyhow::Result<()> {
 async fn many_streams_share_a_capped_set_of_upstream_connections() -> anyhow::Result<()> {
     let backend =
         RawBackend::start(|_| vec![Step::Wait(Duration::from_millis(100)), send(FRESH)]).await?;
-    let gw = gateway::start(&format!(
-        r#"
-workers: 1
-listeners: [{{ address: "127.0.0.1:0" }}]
-upstreams:
-  backend: {{ url: "http://{}", timeout: 10s, max_connections: 4 }}
-routes: [{{ name: all, match: {{}}, upstream: backend }}]
-"#,
-        backend.addr
-    ))?;
+    let gw = gateway::start(
+        &GatewayYaml::new()
+            .set("workers: 1")
+            .upstream_with(
+                "backend",
+                &format!("http://{}", backend.addr),
+                "timeout: 10s, max_connections: 4",
+            )
+            .route(Route::new("all", "backend"))
+            .yaml(),
+    )?;
     // One HTTP/2 connection, 64 streams at once.
     let tcp = TcpStream::connect(gw.addr()).await?;
     let (sender, conn) = hyper::client::conn::http2::handshake(

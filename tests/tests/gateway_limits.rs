@@ -14,21 +14,18 @@ use tokio::{
 };
 use wasmgate_tests::{
     backend,
+    config::{GatewayYaml, Route},
     gateway::{self, Client, get, raw, send},
 };
 
 const WAIT: Duration = Duration::from_secs(5);
 
 fn yaml(url: &str, limits: &str) -> String {
-    format!(
-        r#"
-listeners: [{{ address: "127.0.0.1:0" }}]
-upstreams:
-  backend: {{ url: "{url}", connect_timeout: 1s, timeout: 1s }}
-routes: [{{ name: all, match: {{}}, upstream: backend }}]
-limits: {limits}
-"#
-    )
+    GatewayYaml::new()
+        .set(&format!("limits: {limits}"))
+        .upstream_with("backend", url, "connect_timeout: 1s, timeout: 1s")
+        .route(Route::new("all", "backend"))
+        .yaml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,8 @@ use http::Request;
 use http_body_util::Full;
 use wasmgate_tests::{
     backend,
-    gateway::{self, Client, TestGateway, secret_header, send},
+    config::{Filter, GatewayYaml, Route},
+    gateway::{self, Client, TestGateway, send},
 };
 
 const KEY_A: &str = "rotation-key-A-0123456789abcdef-01";
@@ -29,23 +30,13 @@ const KEY_B: &str = "rotation-key-B-0123456789abcdef-01";
 
 /// One gateway: admin endpoint, one route to `upstream` running the filter with `config`.
 fn yaml(upstream: &str, config: &str) -> String {
-    format!(
-        r#"
-workers: 2
-admin: {{ address: "127.0.0.1:0" }}
-listeners: [{{ address: "127.0.0.1:0" }}]
-upstreams: {{ next: {{ url: "{upstream}" }} }}
-routes:
-  - name: r
-    match: {{}}
-    upstream: next
-    filters:
-      - wasm: "{wasm}"
-        config: {config}
-        allow_on_headers_stop_iteration: true
-"#,
-        wasm = secret_header().display()
-    )
+    let filter = Filter::secret_header(config).with("allow_on_headers_stop_iteration: true");
+    GatewayYaml::new()
+        .set("workers: 2")
+        .set(r#"admin: { address: "127.0.0.1:0" }"#)
+        .upstream("next", upstream)
+        .route(Route::new("r", "next").filter(filter))
+        .yaml()
 }
 
 /// Rewrites `gw`'s configuration and reloads it through `POST /reload`.

@@ -15,37 +15,31 @@ use http::Request;
 use http_body_util::Full;
 use wasmgate_tests::{
     backend,
-    gateway::{self, Client, Reply, get, raw, secret_header, send},
+    config::{Filter, GatewayYaml, Route},
+    gateway::{self, Client, Reply, get, raw, send},
 };
 
 const WAIT: Duration = Duration::from_secs(5);
 const KEY: &str = "e2e-key-0123456789abcdef-01234567";
 
+/// One worker, one route to `upstream` running the filter with `config`.
 fn route(upstream: &str, config: &str) -> String {
-    format!(
-        r#"
-workers: 1
-listeners: [{{ address: "127.0.0.1:0" }}]
-upstreams:
-  next: {{ url: "{upstream}" }}
-routes:
-  - name: r
-    match: {{}}
-    upstream: next
-    filters:
-      - wasm: "{wasm}"
-        config: {config}
-"#,
-        wasm = secret_header().display()
-    )
+    GatewayYaml::new()
+        .set("workers: 1")
+        .upstream("next", upstream)
+        .route(Route::new("r", "next").filter(Filter::secret_header(config)))
+        .yaml()
 }
 
 /// [`route`] with the filter seeing the body while it holds the headers, and `limits`.
 fn holding_route(upstream: &str, config: &str, limits: &str) -> String {
-    format!(
-        "{}        allow_on_headers_stop_iteration: true\nlimits: {limits}\n",
-        route(upstream, config)
-    )
+    let filter = Filter::secret_header(config).with("allow_on_headers_stop_iteration: true");
+    GatewayYaml::new()
+        .set("workers: 1")
+        .set(&format!("limits: {limits}"))
+        .upstream("next", upstream)
+        .route(Route::new("r", "next").filter(filter))
+        .yaml()
 }
 
 async fn post(
