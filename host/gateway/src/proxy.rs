@@ -44,7 +44,6 @@ use crate::{
     config::EscapedSlashes,
     error::{ProxyError, StreamReset},
     headers::{own_response_framing, scan},
-    route::first_match,
     snapshot::{Route, Snapshot},
     stream_map,
 };
@@ -120,7 +119,7 @@ pub async fn handle(
         });
     let route_index = match refused {
         Some(_) => None,
-        None => first_match(&snapshot.matchers, host, path),
+        None => snapshot.matchers.first_match(host, path),
     };
     let route = route_index.map(|i| &snapshot.routes[i]);
     let mut sent_headers = None;

@@ -1,6 +1,14 @@
 //! Route matching: host (ignoring case and port) and path prefix, first
-//! match wins. The matcher is built once per configuration; matching a
+//! match wins. The table is built once per configuration; matching a
 //! request allocates nothing.
+//!
+//! A request only looks at the routes that can take it: those for its host
+//! (one hash lookup) and those for any host, already merged in
+//! configuration order. With a thousand routes on distinct hosts, a request
+//! tests a handful of prefixes, not a thousand; many routes on one host are
+//! tested one by one, in order, as the first-match rule needs.
+
+use std::collections::HashMap;
 
 /// What a route matches on, prepared for fast comparison.
 #[derive(Debug, Clone, Default)]
@@ -50,12 +58,83 @@ pub fn strip_port(host: &str) -> &str {
     }
 }
 
-/// Index of the first matcher that takes the request.
-pub fn first_match<'a, I>(matchers: I, host: Option<&str>, path: &str) -> Option<usize>
+/// Index of the first matcher that takes the request, trying each in turn
+/// (what [`RouteTable`] must agree with).
+#[cfg(test)]
+fn first_match<'a, I>(matchers: I, host: Option<&str>, path: &str) -> Option<usize>
 where
     I: IntoIterator<Item = &'a Matcher>,
 {
     matchers.into_iter().position(|m| m.matches(host, path))
+}
+
+/// The longest host name looked up as it is (DNS names are at most 253 bytes).
+const MAX_HOST: usize = 256;
+
+/// A configuration's matchers, indexed by host.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    matchers: Vec<Matcher>,
+    /// For each configured host: the routes for that host or for any host,
+    /// in configuration order.
+    by_host: HashMap<String, Vec<usize>>,
+    /// The routes for any host, in configuration order.
+    any_host: Vec<usize>,
+}
+
+impl RouteTable {
+    /// Indexes `matchers` (in configuration order).
+    pub fn new(matchers: Vec<Matcher>) -> Self {
+        let any_host: Vec<usize> = (0..matchers.len())
+            .filter(|&i| matchers[i].host.is_none())
+            .collect();
+        let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
+        for m in &matchers {
+            if let Some(host) = &m.host {
+                by_host.entry(host.clone()).or_insert_with(|| {
+                    (0..matchers.len())
+                        .filter(|&i| matchers[i].host.as_ref().is_none_or(|h| h == host))
+                        .collect()
+                });
+            }
+        }
+        Self {
+            matchers,
+            by_host,
+            any_host,
+        }
+    }
+
+    /// Index of the first route that takes a request for `host` (as sent:
+    /// any case, maybe with a port) and `path`.
+    pub fn first_match(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        let candidates = match host {
+            Some(h) if !self.by_host.is_empty() => self.for_host(strip_port(h)),
+            _ => None,
+        };
+        let candidates = candidates.unwrap_or(&self.any_host);
+        candidates
+            .iter()
+            .copied()
+            .find(|&i| self.matchers[i].matches(host, path))
+    }
+
+    /// The candidates for a host, looked up in lower case (without
+    /// allocating, but for names longer than any DNS name).
+    fn for_host(&self, host: &str) -> Option<&Vec<usize>> {
+        if !host.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.by_host.get(host);
+        }
+        let mut buf = [0u8; MAX_HOST];
+        match buf.get_mut(..host.len()) {
+            Some(lower) => {
+                lower.copy_from_slice(host.as_bytes());
+                lower.make_ascii_lowercase();
+                self.by_host.get(std::str::from_utf8(lower).ok()?)
+            }
+            None => self.by_host.get(&host.to_ascii_lowercase()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -82,6 +161,42 @@ mod tests {
         assert_eq!(first_match(&routes, Some("a.test:80"), "/v2"), Some(1));
         assert_eq!(first_match(&routes, Some("b.test"), "/v2"), Some(2));
         assert_eq!(first_match(&routes[..2], Some("b.test"), "/v2"), None);
+    }
+
+    #[test]
+    fn the_table_agrees_with_the_first_match_rule() {
+        let matchers = vec![
+            Matcher::new(None, Some("/v1/")),
+            Matcher::new(Some("A.test"), Some("/a/")),
+            Matcher::new(Some("b.test"), None),
+            Matcher::new(None, Some("/")),
+            Matcher::new(Some("a.test"), None),
+            Matcher::new(Some("[::1]"), None),
+        ];
+        let table = RouteTable::new(matchers.clone());
+        let hosts = [
+            None,
+            Some("a.test"),
+            Some("A.TEST:8080"),
+            Some("b.test"),
+            Some("c.test"),
+            Some("[::1]:80"),
+            Some("a.test:x"),
+        ];
+        for host in hosts {
+            for path in ["/", "/v1/x", "/a/b", "/b", ""] {
+                assert_eq!(
+                    table.first_match(host, path),
+                    first_match(&matchers, host, path),
+                    "{host:?} {path:?}"
+                );
+            }
+        }
+        let long = "X".repeat(300);
+        assert_eq!(table.first_match(Some(&long), "/z"), Some(3));
+        let table = RouteTable::new(vec![Matcher::new(Some(&long), None)]);
+        assert_eq!(table.first_match(Some(&long), "/z"), Some(0));
+        assert_eq!(table.first_match(Some("x"), "/z"), None);
     }
 
     #[test]

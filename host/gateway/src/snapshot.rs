@@ -18,7 +18,7 @@ use crate::{
     chain::{Chain, FilterDef},
     config::{Config, ConfigErrors, FilterConfig, LimitsConfig},
     metrics::{RouteStats, Stats},
-    route::Matcher,
+    route::{Matcher, RouteTable},
     upstream::Upstream,
 };
 
@@ -44,8 +44,8 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     /// Routes in order.
     pub routes: Vec<Route>,
-    /// Their matchers, same order (kept apart so matching walks a dense slice).
-    pub matchers: Vec<Matcher>,
+    /// Their matchers, indexed by host.
+    pub matchers: RouteTable,
     /// Upstreams by name.
     pub upstreams: Arc<BTreeMap<String, Arc<Upstream>>>,
     /// Client limits.
@@ -165,7 +165,7 @@ impl Snapshot {
             access_log: AccessLog::new(&config.access_log),
             config: Arc::new(config),
             routes,
-            matchers,
+            matchers: RouteTable::new(matchers),
             upstreams,
             warnings,
             stats: stats.clone(),
