@@ -73,6 +73,20 @@ pub fn tag_equal(expected: &Digest32, tag: &[u8]) -> bool {
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
+/// Marks a byte outside the alphabet in [`DECODE`].
+const INVALID: u8 = 0xff;
+
+/// Each byte's value in the alphabet, or [`INVALID`] (one lookup per byte when decoding).
+const DECODE: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        table[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
 /// Standard base64 with padding.
 pub fn base64_encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
@@ -117,7 +131,10 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(body.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
     for &c in body {
-        let v = ALPHABET.iter().position(|&a| a == c)? as u32;
+        let v = match DECODE[usize::from(c)] {
+            INVALID => return None,
+            v => u32::from(v),
+        };
         acc = acc << 6 | v;
         bits += 6;
         if bits >= 8 {

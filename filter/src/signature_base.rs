@@ -129,14 +129,9 @@ impl<N: AsRef<str>> Message<'_, N> {
     /// Appends the value of `component` to `out`; `false` (and `out` unchanged) when the
     /// request lacks it. The signing path builds a whole base in one buffer this way.
     pub fn write_value(&self, component: &Component, out: &mut Vec<u8>) -> bool {
-        let path = self.first(":path");
-        let (path_only, query) = match path {
-            Some(p) => match p.iter().position(|&b| b == b'?') {
-                Some(q) => (Some(&p[..q]), Some(&p[q + 1..])),
-                None => (Some(p), None),
-            },
-            None => (None, None),
-        };
+        // Only the components read from `:path` look it up.
+        let path = || self.first(":path");
+        let query_mark = |p: &[u8]| p.iter().position(|&b| b == b'?');
         match component {
             Component::Method => return self.copy_first(":method", out),
             Component::Scheme => {
@@ -147,21 +142,27 @@ impl<N: AsRef<str>> Message<'_, N> {
             }
             Component::Authority => return self.write_authority(out),
             Component::RequestTarget => return self.copy_first(":path", out),
-            Component::Path => match path_only {
-                Some([]) => out.push(b'/'),
-                Some(p) => out.extend_from_slice(p),
-                None => return false,
-            },
-            Component::Query => {
-                if path.is_none() {
+            Component::Path => {
+                let Some(p) = path() else {
                     return false;
+                };
+                match &p[..query_mark(p).unwrap_or(p.len())] {
+                    [] => out.push(b'/'),
+                    path => out.extend_from_slice(path),
                 }
+            }
+            Component::Query => {
+                let Some(p) = path() else {
+                    return false;
+                };
                 out.push(b'?');
-                out.extend_from_slice(query.unwrap_or_default());
+                if let Some(q) = query_mark(p) {
+                    out.extend_from_slice(&p[q + 1..]);
+                }
             }
             Component::TargetUri => {
                 let (Some(scheme), Some(authority), Some(path)) =
-                    (self.first(":scheme"), self.first(":authority"), path)
+                    (self.first(":scheme"), self.first(":authority"), path())
                 else {
                     return false;
                 };
