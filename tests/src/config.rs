@@ -175,3 +175,21 @@ impl Filter {
 fn quoted(text: &str) -> String {
     serde_json::to_string(text).expect("a string serializes")
 }
+
+/// Routes (YAML list) sending everything to upstream `backend`, without filters.
+pub const ROUTE_ALL: &str = "[{ name: all, match: {}, upstream: backend }]";
+
+/// Routes (YAML list) to upstream `backend`: `secure` (path prefix `/api/`) injects
+/// `Authorization: Bearer <secret>` with `secret_header.wasm`; `public` (everything else)
+/// injects nothing. What the boundary and attack tests try to cross.
+pub fn secure_and_public(secret: &str) -> String {
+    format!(
+        r#"
+  - name: secure
+    match: {{ path_prefix: /api/ }}
+    upstream: backend
+    filters: [{{ wasm: {:?}, config: {{ set: {{ headers: ["Authorization:Bearer {secret}"] }} }} }}]
+  - {{ name: public, match: {{}}, upstream: backend }}"#,
+        crate::gateway::secret_header()
+    )
+}

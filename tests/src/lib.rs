@@ -39,3 +39,13 @@ pub fn wasm(name: &str) -> PathBuf {
     );
     path
 }
+
+/// The pseudo-headers of a `GET /` for authority `a`, then `extra`: a request for the harness and
+/// the runtime's streams.
+pub fn get_request(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    [(":method", "GET"), (":path", "/"), (":authority", "a")]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}

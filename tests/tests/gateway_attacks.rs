@@ -23,6 +23,7 @@ use tokio::{
     time::{sleep, timeout},
 };
 use wasmgate_tests::{
+    config::{ROUTE_ALL as ALL, secure_and_public},
     gateway::{self, TIMEOUT, TestGateway},
     raw::{Step, send},
 };
@@ -349,21 +350,6 @@ routes: {routes}
     .expect("gateway starts")
 }
 
-/// `/api/` injects the secret; everything else goes through without it.
-fn secure_and_public() -> String {
-    format!(
-        r#"
-  - name: secure
-    match: {{ path_prefix: /api/ }}
-    upstream: backend
-    filters: [{{ wasm: {:?}, config: {{ set: {{ headers: ["Authorization:Bearer {SECRET}"] }} }} }}]
-  - {{ name: public, match: {{}}, upstream: backend }}"#,
-        gateway::secret_header()
-    )
-}
-
-const ALL: &str = "[{ name: all, match: {}, upstream: backend }]";
-
 /// Writes `bytes` on a new connection; reads until the gateway closes, or
 /// nothing came for `quiet`, or [`TIMEOUT`].
 async fn converse(addr: SocketAddr, bytes: &[u8], quiet: Duration) -> Vec<u8> {
@@ -509,7 +495,7 @@ fn lenient(target: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encoded_separators_never_carry_the_secret_out_of_its_prefix() {
     let backend = Strict::echo().await;
-    let gw = start(backend.addr, &secure_and_public(), "");
+    let gw = start(backend.addr, &secure_and_public(SECRET), "");
     let mut leaks = Vec::new();
     for path in [
         "/api/..%2Fpublic/x",
@@ -540,7 +526,7 @@ async fn encoded_separators_never_carry_the_secret_out_of_its_prefix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_a_route_matched_is_the_host_the_upstream_gets() {
     let backend = Strict::echo().await;
-    let gw = start(backend.addr, &secure_and_public(), "");
+    let gw = start(backend.addr, &secure_and_public(SECRET), "");
     // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400.
     let answer = converse(
         gw.addr(),
@@ -566,7 +552,7 @@ async fn the_host_a_route_matched_is_the_host_the_upstream_gets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clients_forwarded_header_is_not_trusted() {
     let backend = Strict::echo().await;
-    let gw = start(backend.addr, &secure_and_public(), "");
+    let gw = start(backend.addr, &secure_and_public(SECRET), "");
     converse(
         gw.addr(),
         b"GET /api/x HTTP/1.1\r\nhost: a.test\r\nforwarded: for=6.6.6.6;host=evil.example;proto=https\r\nx-forwarded-host: evil.example\r\nconnection: close\r\n\r\n",
@@ -587,7 +573,7 @@ async fn a_clients_forwarded_header_is_not_trusted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_is_answered_never_forwarded() {
     let backend = Strict::echo().await;
-    let gw = start(backend.addr, &secure_and_public(), "");
+    let gw = start(backend.addr, &secure_and_public(SECRET), "");
     for req in [
         &b"CONNECT a.test:443 HTTP/1.1\r\nhost: a.test:443\r\n\r\n"[..],
         b"CONNECT /api/x HTTP/1.1\r\nhost: a.test\r\n\r\n",
@@ -736,7 +722,7 @@ enum Expect {
 async fn smuggling_games_are_refused_or_reframed() {
     use Expect::{Forwarded, Refused};
     let backend = Strict::echo().await;
-    let gw = start(backend.addr, &secure_and_public(), "");
+    let gw = start(backend.addr, &secure_and_public(SECRET), "");
     const H: &str = "POST /api/x HTTP/1.1\r\nhost: a.test\r\n";
     let cases: Vec<(&str, String, Expect)> = vec![
         ("TE, space before colon", format!("{H}transfer-encoding : chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"), Refused),
@@ -1009,7 +995,7 @@ async fn slow_clients_are_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_trailers_never_carry_a_client_credential() {
     let backend = Strict::echo().await;
-    let gw = start(backend.addr, &secure_and_public(), "");
+    let gw = start(backend.addr, &secure_and_public(SECRET), "");
     for path in ["/api/x", "/public"] {
         let req = format!(
             "POST {path} HTTP/1.1\r\nhost: a.test\r\ntransfer-encoding: chunked\r\nte: trailers\r\ntrailer: authorization, host, content-length\r\nconnection: close\r\n\r\n2\r\nok\r\n0\r\nauthorization: Bearer spoofed\r\nhost: evil.example\r\ncontent-length: 40\r\n\r\n"
@@ -1032,7 +1018,7 @@ async fn request_trailers_never_carry_a_client_credential() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_normalisation_edges_that_hold() {
     let backend = Strict::echo().await;
-    let gw = start(backend.addr, &secure_and_public(), "");
+    let gw = start(backend.addr, &secure_and_public(SECRET), "");
     // (as sent, forwarded as, with the secret)
     for (path, forwarded, secret) in [
         ("/API/x", "/API/x", false),
@@ -1076,7 +1062,7 @@ async fn path_normalisation_edges_that_hold() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_paths_hosts_and_resets() {
     let backend = Strict::echo().await;
-    let gw = start(backend.addr, &secure_and_public(), "");
+    let gw = start(backend.addr, &secure_and_public(SECRET), "");
     let mut sender = h2_sender(gw.addr()).await;
     for (uri, forwarded, secret) in [
         ("http://a.test/api/../public/x", "/public/x", false),

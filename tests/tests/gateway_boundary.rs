@@ -16,7 +16,7 @@ use tokio::{
     time::{sleep, timeout},
 };
 use wasmgate_tests::{
-    config::{GatewayYaml, Route},
+    config::{GatewayYaml, ROUTE_ALL as ALL, Route, secure_and_public},
     gateway::{self, TIMEOUT, TestGateway, get, raw},
     raw::{RawBackend, Step, header_values, request_line, send},
     serve,
@@ -43,27 +43,12 @@ routes: {routes}
     ))
 }
 
-const ALL: &str = "[{ name: all, match: {}, upstream: backend }]";
-
 /// A route running the `headers` test filter (it adds `x-add-request` /
 /// `x-add-response` entries as headers).
 fn headers_filter_route() -> String {
     format!(
         "[{{ name: all, match: {{}}, upstream: backend, filters: [{{ wasm: {:?} }}] }}]",
         wasmgate_tests::wasm("headers")
-    )
-}
-
-/// Two routes: `/api/` injects a secret, `/` does not.
-fn secure_and_public() -> String {
-    format!(
-        r#"
-  - name: secure
-    match: {{ path_prefix: /api/ }}
-    upstream: backend
-    filters: [{{ wasm: {:?}, config: {{ set: {{ headers: ["Authorization:Bearer s3cret"] }} }} }}]
-  - {{ name: public, match: {{}}, upstream: backend }}"#,
-        gateway::secret_header()
     )
 }
 
@@ -178,7 +163,7 @@ async fn a_filter_cannot_frame_a_message() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_is_answered_and_max_forwards_honoured() -> anyhow::Result<()> {
     let backend = RawBackend::start(|_| vec![send(FRESH)]).await?;
-    let gw = start(&backend, &secure_and_public(), "")?;
+    let gw = start(&backend, &secure_and_public("s3cret"), "")?;
     let answer = raw(
         gw.addr(),
         b"TRACE /api/x HTTP/1.1\r\nhost: a.test\r\nconnection: close\r\n\r\n",
@@ -264,7 +249,7 @@ async fn the_target_authority_replaces_host() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dot_segments_never_reach_a_secret_route() -> anyhow::Result<()> {
     let backend = RawBackend::start(|_| vec![send(FRESH)]).await?;
-    let gw = start(&backend, &secure_and_public(), "")?;
+    let gw = start(&backend, &secure_and_public("s3cret"), "")?;
     for (path, forwarded) in [
         ("/api/../public/x", "/public/x"),
         ("/api/%2e%2e/x", "/x"),

@@ -8,17 +8,9 @@ use wasmgate_abi::{
     Action, LogLevel, PluginSpec, Runtime, RuntimeConfig, Stream, StreamOp, WasmSource,
 };
 use wasmgate_harness::{Error, Filter, Harness};
-use wasmgate_tests::wasm;
+use wasmgate_tests::{get_request as get, wasm};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-fn get(extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    [(":method", "GET"), (":path", "/"), (":authority", "a")]
-        .iter()
-        .chain(extra)
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 fn postpone(config: &str) -> Result<Filter, Error> {
     Harness::load(wasm("postpone"))?

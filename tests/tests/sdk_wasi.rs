@@ -8,17 +8,9 @@ use wasmgate_abi::{
     Action, FaultKind, LogLevel, PluginSpec, Runtime, RuntimeConfig, Stream, WasmSource,
 };
 use wasmgate_harness::{Error, Filter, Harness};
-use wasmgate_tests::wat;
+use wasmgate_tests::{get_request as get, wat};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-fn get(extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    [(":method", "GET"), (":path", "/"), (":authority", "a")]
-        .iter()
-        .chain(extra)
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 fn fixture(name: &str) -> Result<Filter, Error> {
     Harness::load(wat(name))?.start()
