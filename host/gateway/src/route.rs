@@ -199,6 +199,30 @@ mod tests {
         assert_eq!(table.first_match(Some("x"), "/z"), None);
     }
 
+    proptest::proptest! {
+        /// Any configuration, any request: the indexed table picks the route
+        /// the first-match rule picks.
+        #[test]
+        fn the_table_agrees_on_generated_routes(
+            routes in proptest::collection::vec(
+                (proptest::option::of("[aAbB]\\.test"), proptest::option::of("/[ab]{0,2}")),
+                0..12,
+            ),
+            host in proptest::option::of("[aAbBc]\\.(test|TEST)(:[0-9]{1,3})?"),
+            path in "/[ab]{0,3}",
+        ) {
+            let matchers: Vec<Matcher> = routes
+                .iter()
+                .map(|(h, p)| Matcher::new(h.as_deref(), p.as_deref()))
+                .collect();
+            let table = RouteTable::new(matchers.clone());
+            proptest::prop_assert_eq!(
+                table.first_match(host.as_deref(), &path),
+                first_match(&matchers, host.as_deref(), &path)
+            );
+        }
+    }
+
     #[test]
     fn strips_ipv6_port() {
         assert_eq!(strip_port("[::1]:8080"), "[::1]");
