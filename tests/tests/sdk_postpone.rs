@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use wasmgate_abi::{
-    Action, LogLevel, PluginSpec, Runtime, RuntimeConfig, Stream, StreamOp, WasmSource,
+    Action, LogLevel, Next, PluginSpec, Runtime, RuntimeConfig, Side, Stream, StreamDriver,
+    StreamOp, WasmSource,
 };
 use wasmgate_harness::{Error, Filter, Harness};
 use wasmgate_tests::{get_request as get, wasm};
@@ -75,7 +76,14 @@ fn the_runtime_hands_out_what_on_tick_addressed_to_a_stream() -> TestResult {
     let mut stream = Stream::new();
     stream.request_headers.add(":path", "/");
     vm.create_stream(&mut stream)?;
-    assert_eq!(vm.on_request_headers(&mut stream, true)?, Action::Pause);
+    let mut driver = StreamDriver::new();
+    let action = vm.on_request_headers(&mut stream, true)?;
+    assert_eq!(action, Action::Pause);
+    driver.after_headers(Side::Request, action);
+    assert_eq!(
+        driver.next(&mut stream, Side::Request, false, false),
+        Next::WaitForSignal
+    );
     assert!(!vm.has_stream_signals());
     vm.on_tick()?;
     let signals = vm.take_stream_signals();
@@ -83,7 +91,11 @@ fn the_runtime_hands_out_what_on_tick_addressed_to_a_stream() -> TestResult {
     assert_eq!(signals[0].context_id, stream.context_id);
     assert!(matches!(signals[0].op, StreamOp::ResumeRequest));
     stream.apply(signals[0].op.clone());
-    assert!(stream.resume_request);
+    assert!(stream.resume_requested(Side::Request));
+    assert_eq!(
+        driver.next(&mut stream, Side::Request, false, false),
+        Next::Continue
+    );
     // Nothing is postponed any more: the next tick addresses nothing.
     vm.on_tick()?;
     assert!(vm.take_stream_signals().is_empty());

@@ -77,11 +77,10 @@ fn template() -> Stream {
 }
 
 fn fresh(template: &Stream) -> Stream {
-    Stream {
-        request_headers: template.request_headers.clone(),
-        response_headers: template.response_headers.clone(),
-        ..Stream::default()
-    }
+    let mut s = Stream::new();
+    s.request_headers = template.request_headers.clone();
+    s.response_headers = template.response_headers.clone();
+    s
 }
 
 fn bench<M: Measurement + 'static>(c: &mut Criterion<M>, prefix: &str) {
@@ -197,12 +196,12 @@ fn signatures<M: Measurement + 'static>(
         Action::Continue,
         "verified"
     );
-    assert!(signed.local_response.is_none(), "verified");
+    assert!(signed.local_response().is_none(), "verified");
     verifier.finish_stream(&mut signed).unwrap();
     c.bench_function(&format!("{prefix}request_verify_signature"), |b| {
         b.iter(|| run(&mut verifier, &mut signed))
     });
-    assert!(signed.local_response.is_none(), "still verified");
+    assert!(signed.local_response().is_none(), "still verified");
 }
 
 const NOOP_WAT: &str = r#"(module

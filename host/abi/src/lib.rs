@@ -21,6 +21,9 @@
 //! - [`stream`]: [`Stream`], [`HeaderMap`], [`LocalResponse`]: per-request state
 //!   (the map itself in `header_map`: one buffer for names, one for values, and
 //!   which names filters edited).
+//! - [`driver`]: [`StreamDriver`]: the rules for driving a stream (pause and resume, local
+//!   responses, close, body buffering, what a paused stream waits for), which every
+//!   embedder follows; it decides, the embedder does the I/O and the waiting.
 //! - [`http_call`]: [`HttpCallRequest`], [`HttpCallResponse`].
 //! - [`signal`]: [`StreamSignal`]: a stream operation a filter addressed to another context
 //!   (say, `on_tick` resuming a paused request), for the embedder to deliver.
@@ -66,6 +69,7 @@
 
 mod cache;
 mod deadline;
+pub mod driver;
 pub mod error;
 mod exports;
 mod header_map;
@@ -86,6 +90,7 @@ pub mod stream;
 mod test_util;
 pub mod vm;
 
+pub use driver::{BodyNext, Next, Side, StreamDriver};
 pub use error::{Fault, FaultKind, LoadError};
 pub use http_call::{HttpCallRequest, HttpCallResponse};
 pub use limits::Limits;

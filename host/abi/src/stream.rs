@@ -126,24 +126,60 @@ pub struct Stream {
     /// What the embedder knows about the request besides its maps (start, protocol), for
     /// the attributes derived from it.
     pub info: StreamInfo,
-    /// Set by proxy_send_local_response; the embedder must send it instead of proxying.
-    pub local_response: Option<LocalResponse>,
-    /// Set by proxy_continue_stream(HTTP_REQUEST) while paused; the embedder clears it.
-    pub resume_request: bool,
-    /// Set by proxy_continue_stream(HTTP_RESPONSE) while paused; the embedder clears it.
-    pub resume_response: bool,
+    /// Set by proxy_send_local_response (the first wins); read it with
+    /// [`Self::local_response`], and a [`crate::StreamDriver`] says when to send it.
+    pub(crate) local_response: Option<LocalResponse>,
+    /// Set by proxy_continue_stream(HTTP_REQUEST); taken by [`crate::StreamDriver`].
+    pub(crate) resume_request: bool,
+    /// Set by proxy_continue_stream(HTTP_RESPONSE); taken by [`crate::StreamDriver`].
+    pub(crate) resume_response: bool,
     /// Set by proxy_close_stream.
-    pub close_requested: bool,
+    pub(crate) close_requested: bool,
     /// Set when a filter changed `request_body` or `response_body`
-    /// (proxy_set_buffer_bytes); the embedder clears it. An embedder can
-    /// then pass on a chunk that no filter changed without copying it back.
-    pub body_changed: bool,
+    /// (proxy_set_buffer_bytes); [`crate::StreamDriver`] clears it before a body
+    /// callback and reports it after ([`crate::BodyNext::Pass`]), so an embedder can
+    /// pass on a chunk that no filter changed without copying it back.
+    pub(crate) body_changed: bool,
 }
 
 impl Stream {
     /// An empty stream (context id 0 until [`crate::Vm::create_stream`]).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The local response a filter asked for (`proxy_send_local_response`), if any: the
+    /// first one, to send instead of proxying.
+    pub fn local_response(&self) -> Option<&LocalResponse> {
+        self.local_response.as_ref()
+    }
+
+    /// Takes the local response to send it; a later one can then be recorded.
+    pub fn take_local_response(&mut self) -> Option<LocalResponse> {
+        self.local_response.take()
+    }
+
+    /// True if a filter asked to close (reset) the stream (`proxy_close_stream`).
+    pub fn close_requested(&self) -> bool {
+        self.close_requested
+    }
+
+    /// True if a filter resumed `side` (`proxy_continue_stream`) and no
+    /// [`crate::StreamDriver`] took the resume yet.
+    pub fn resume_requested(&self, side: crate::Side) -> bool {
+        match side {
+            crate::Side::Request => self.resume_request,
+            crate::Side::Response => self.resume_response,
+        }
+    }
+
+    /// The buffer of `side`'s body, as the body callbacks see it (`request_body` or
+    /// `response_body`).
+    pub fn body_mut(&mut self, side: crate::Side) -> &mut Vec<u8> {
+        match side {
+            crate::Side::Request => &mut self.request_body,
+            crate::Side::Response => &mut self.response_body,
+        }
     }
 
     /// Bytes the stream's maps and bodies hold, used or not.

@@ -16,8 +16,11 @@
 //! (`on_error: deny`, 503) or drops out of this request (`allow`). A broken
 //! Vm is discarded and the next request instantiates a fresh one.
 //!
-//! A filter that pauses a phase keeps the request waiting for whatever can
-//! resume it: the answer to an http call of its own, or an operation
+//! What a filter's callbacks mean for the request (pauses, resumes, local
+//! responses, closes, body buffering) is decided by its
+//! [`wasmgate_abi::StreamDriver`], the rules the test harness follows too;
+//! this module does what the driver says. A filter that pauses a phase
+//! keeps the request waiting for whatever can resume it: the answer to an http call of its own, or an operation
 //! addressed to its context from elsewhere (`on_tick`, `on_queue_ready`, a
 //! root-context call's answer, another stream's callback; see `signals`),
 //! for at most [`Chain::pause_timeout`]; then it is a 504.
@@ -37,7 +40,12 @@ use std::{
 };
 
 use bytes::Bytes;
-use wasmgate_abi::{Action, Fault, HttpCallRequest, Plugin, Properties, Stream, Vm};
+use wasmgate_abi::{
+    Action, BodyNext, Fault, HttpCallRequest, LocalResponse, Next, Plugin, Properties, Stream,
+    StreamDriver, Vm,
+};
+
+pub use wasmgate_abi::Side;
 
 use http_body_util::BodyExt;
 
@@ -113,17 +121,7 @@ pub enum Flow {
     Respond(Box<wasmgate_abi::LocalResponse>),
 }
 
-/// Which side of the exchange a phase is on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
-    /// Client to upstream.
-    Request,
-    /// Upstream to client.
-    Response,
-}
-
 /// Per-filter state of one request.
-#[derive(Clone, Copy)]
 struct Member {
     /// Still taking part (not skipped after a failure under `allow`).
     active: bool,
@@ -136,6 +134,21 @@ struct Member {
     /// request have ids of their own; [`Stream::context_id`] is set to the
     /// filter's before each of its callbacks.
     context_id: u32,
+    /// What this filter's callbacks mean for the request, and the body bytes
+    /// it holds back.
+    driver: StreamDriver,
+}
+
+impl Member {
+    fn new() -> Self {
+        Self {
+            active: true,
+            incarnation: 0,
+            created: false,
+            context_id: 0,
+            driver: StreamDriver::new(),
+        }
+    }
 }
 
 /// One request's trip through a chain.
@@ -146,9 +159,6 @@ pub struct FilterRun {
     members: Vec<Member>,
     /// Http calls dispatched and not answered yet, with the filter index.
     calls: Vec<(usize, HttpCallRequest)>,
-    /// Body bytes held back by a filter that paused a body phase (allocated
-    /// on first use).
-    held: Vec<Vec<u8>>,
     /// What the filters decided while the request body streamed.
     verdict: Option<Verdict>,
     /// Where operations other callbacks address to this request's contexts
@@ -215,17 +225,8 @@ impl Chain {
         let mut run = Box::new(FilterRun {
             chain: self.clone(),
             stream,
-            members: vec![
-                Member {
-                    active: true,
-                    incarnation: 0,
-                    created: false,
-                    context_id: 0,
-                };
-                n
-            ],
+            members: (0..n).map(|_| Member::new()).collect(),
             calls: Vec::new(),
-            held: Vec::new(),
             verdict: None,
             inbox: None,
             finished: false,
@@ -269,12 +270,11 @@ impl FilterRun {
         });
         match outcome {
             Ok((Ok(()), incarnation)) => {
-                self.members[i] = Member {
-                    active: true,
-                    incarnation,
-                    created: true,
-                    context_id: self.stream.context_id,
-                };
+                let member = &mut self.members[i];
+                member.active = true;
+                member.incarnation = incarnation;
+                member.created = true;
+                member.context_id = self.stream.context_id;
                 Ok(())
             }
             Ok((Err(fault), _)) => self.fail(i, Some(fault)),
@@ -292,18 +292,23 @@ impl FilterRun {
         i: usize,
         f: impl FnOnce(&mut Vm, &mut Stream) -> Result<R, Fault>,
     ) -> Result<Option<R>, ProxyError> {
-        let member = self.members[i];
-        if !member.active {
+        let Member {
+            active,
+            incarnation: member_incarnation,
+            context_id,
+            ..
+        } = self.members[i];
+        if !active {
             return Ok(None);
         }
         // Disjoint borrows of two fields: no reference count to bump.
         let (chain, stream) = (&self.chain, &mut self.stream);
         let outcome = with_vm(chain, i, |vm, incarnation| {
-            if incarnation != member.incarnation {
+            if incarnation != member_incarnation {
                 // Another stream broke the Vm that held our context.
                 return (None, Vec::new());
             }
-            stream.context_id = member.context_id;
+            stream.context_id = context_id;
             let result = f(vm, stream);
             if vm.has_stream_signals() {
                 signals::deliver(chain.id, i, incarnation, vm.take_stream_signals());
@@ -336,6 +341,7 @@ impl FilterRun {
             replace_vm(&self.chain, i);
         }
         self.members[i].active = false;
+        self.members[i].driver.drop_out();
         match def.on_error {
             OnError::Allow => Ok(()),
             OnError::Deny => Err(ProxyError::FilterFailed {
@@ -375,9 +381,12 @@ impl FilterRun {
                 Side::Request => vm.on_request_headers(s, end_of_stream),
                 Side::Response => vm.on_response_headers(s, end_of_stream),
             })?;
+            if let Some(action) = action {
+                self.members[i].driver.after_headers(side, action);
+            }
             let hold =
                 may_hold && !end_of_stream && self.chain.filters[i].allow_on_headers_stop_iteration;
-            match self.settle(i, side, action, hold).await? {
+            match self.settle(i, side, hold).await? {
                 Settled::Go => {}
                 Settled::Flow(flow) => return Ok(Phase::Done(flow)),
                 Settled::Held => return Ok(Phase::Held(k)),
@@ -430,8 +439,7 @@ impl FilterRun {
             // What passed the earlier filters meets this one first.
             let mut step = None;
             if at <= k && (!passed.is_empty() || done) {
-                step =
-                    Some(self.body_at(side, at..k + 1, std::mem::take(&mut passed), done, true)?);
+                step = Some(self.body_at(side, at..k + 1, std::mem::take(&mut passed), done)?);
             }
             let released = loop {
                 match step.take() {
@@ -439,30 +447,24 @@ impl FilterRun {
                     Some(BodyOut::Respond(local)) => return Ok(Headed::Respond(local)),
                     Some(BodyOut::Held) | None => {}
                 }
-                while let Some((_, op)) = self.inbox.as_mut().and_then(|inbox| inbox.try_next()) {
-                    self.stream.apply(op);
-                }
-                if self.stream.close_requested {
-                    return Err(self.closed_by(i));
-                }
-                if let Some(local) = self.stream.local_response.take() {
-                    return Ok(Headed::Respond(Box::new(local)));
-                }
-                if std::mem::take(resume_flag(&mut self.stream, side)) || !self.members[i].active {
-                    break self.take_held(i);
-                }
-                if !self.calls.is_empty() {
-                    self.answer_next_call().await?;
-                    continue;
-                }
-                if done {
-                    // Nothing more to read: wait for it as for any pause.
-                    if let Settled::Flow(Flow::Respond(local)) =
-                        self.settle(i, side, Some(Action::Pause), false).await?
-                    {
-                        return Ok(Headed::Respond(local));
+                match self.next(i, side, !done) {
+                    Next::Close => return Err(self.closed_by(i)),
+                    Next::Respond => return Ok(Headed::Respond(self.take_local())),
+                    Next::Continue => break self.take_held(i, side),
+                    Next::AnswerHttpCall => {
+                        self.answer_next_call().await?;
+                        continue;
                     }
-                    break self.take_held(i);
+                    Next::WaitForSignal => {
+                        // Nothing more to read: wait for it as for any pause.
+                        if let Settled::Flow(Flow::Respond(local)) =
+                            self.settle(i, side, false).await?
+                        {
+                            return Ok(Headed::Respond(local));
+                        }
+                        break self.take_held(i, side);
+                    }
+                    Next::FeedBody => {}
                 }
                 let inbox = self.inbox_for(i);
                 let event = tokio::select! {
@@ -476,12 +478,7 @@ impl FilterRun {
                         continue;
                     }
                     Event::Op(None) => continue,
-                    Event::Timeout => {
-                        return Err(ProxyError::FilterStalled {
-                            route: self.chain.route.clone(),
-                            filter: self.chain.filters[i].name.clone(),
-                        });
-                    }
+                    Event::Timeout => return Err(self.stalled(i)),
                     Event::Frame(Some(Err(e))) => return Err(read_error(e.into())),
                     Event::Frame(Some(Ok(frame))) => match frame.into_data() {
                         Ok(data) => (data, body.is_end_stream()),
@@ -501,13 +498,13 @@ impl FilterRun {
                 if data.is_empty() && !eos {
                     continue;
                 }
-                step = Some(self.body_at(side, 0..k + 1, data, eos, true)?);
+                step = Some(self.body_at(side, 0..k + 1, data, eos)?);
             };
             passed = released;
             (from, at) = (k + 1, k + 1);
         }
         if at > 0 && at < n && (!passed.is_empty() || done) {
-            match self.body_at(side, at..n, std::mem::take(&mut passed), done, false)? {
+            match self.body_at(side, at..n, std::mem::take(&mut passed), done)? {
                 BodyOut::Passed(bytes) => passed = bytes,
                 // A later filter buffers it; the rest of the body flushes it.
                 BodyOut::Held => {}
@@ -516,7 +513,7 @@ impl FilterRun {
         }
         if let Some(t) = trailers.take() {
             let t = self.trailers_now(side, &t)?;
-            if let Some(local) = self.stream.local_response.take() {
+            if let Some(local) = self.stream.take_local_response() {
                 return Ok(Headed::Respond(Box::new(local)));
             }
             trailers = Some(t);
@@ -528,12 +525,22 @@ impl FilterRun {
         }))
     }
 
-    /// What filter `i` held back, released.
-    fn take_held(&mut self, i: usize) -> Bytes {
-        self.held
-            .get_mut(i)
-            .map(|held| Bytes::from(std::mem::take(held)))
-            .unwrap_or_default()
+    /// What filter `i` held back of `side`'s body, released.
+    fn take_held(&mut self, i: usize, side: Side) -> Bytes {
+        Bytes::from(self.members[i].driver.take_held(side))
+    }
+
+    /// The local response filter's driver saw (it said [`Next::Respond`]).
+    fn take_local(&mut self) -> Box<LocalResponse> {
+        let local = self.stream.take_local_response();
+        Box::new(local.expect("the driver saw a local response"))
+    }
+
+    fn stalled(&self, i: usize) -> ProxyError {
+        ProxyError::FilterStalled {
+            route: self.chain.route.clone(),
+            filter: self.chain.filters[i].name.clone(),
+        }
     }
 
     /// The filter at position `k` of `side`'s order.
@@ -544,60 +551,46 @@ impl FilterRun {
         }
     }
 
-    /// After a callback: answer http calls, and wait while the filter keeps
-    /// the stream paused, until something resumes it or
-    /// [`Chain::pause_timeout`] passes; with `hold`, a pause nothing of the
-    /// filter's own resolves is not waited for but reported as
-    /// [`Settled::Held`].
-    async fn settle(
-        &mut self,
-        i: usize,
-        side: Side,
-        action: Option<Action>,
-        hold: bool,
-    ) -> Result<Settled, ProxyError> {
-        let mut paused = action == Some(Action::Pause);
+    /// After a headers callback of filter `i`: does what its driver says
+    /// (answers http calls, waits while the filter keeps the stream paused)
+    /// until it may go on, for at most [`Chain::pause_timeout`]; with
+    /// `hold`, a pause nothing of the filter's own resolves is not waited
+    /// for but reported as [`Settled::Held`].
+    async fn settle(&mut self, i: usize, side: Side, hold: bool) -> Result<Settled, ProxyError> {
         let mut deadline = None;
         loop {
-            while let Some((_, op)) = self.inbox.as_mut().and_then(|inbox| inbox.try_next()) {
-                self.stream.apply(op);
-            }
-            if self.stream.close_requested {
-                return Err(self.closed_by(i));
-            }
-            if self.stream.local_response.is_some()
-                && let Some(local) = self.stream.local_response.take()
-            {
-                return Ok(Settled::Flow(Flow::Respond(Box::new(local))));
-            }
-            if std::mem::take(resume_flag(&mut self.stream, side)) {
-                paused = false;
-            }
-            if !self.calls.is_empty() {
-                self.answer_next_call().await?;
-                continue;
-            }
-            if !paused || !self.members[i].active {
-                return Ok(Settled::Go);
-            }
-            if hold {
-                return Ok(Settled::Held);
-            }
-            // Paused with nothing of its own pending: wait for a tick, a
-            // queue, a root call's answer or another stream to resume it.
-            let deadline = *deadline
-                .get_or_insert_with(|| tokio::time::Instant::now() + self.chain.pause_timeout);
-            let inbox = self.inbox_for(i);
-            match tokio::time::timeout_at(deadline, inbox.next()).await {
-                Ok(Some((_, op))) => self.stream.apply(op),
-                Ok(None) | Err(_) => {
-                    return Err(ProxyError::FilterStalled {
-                        route: self.chain.route.clone(),
-                        filter: self.chain.filters[i].name.clone(),
+            match self.next(i, side, hold) {
+                Next::Close => return Err(self.closed_by(i)),
+                Next::Respond => return Ok(Settled::Flow(Flow::Respond(self.take_local()))),
+                Next::AnswerHttpCall => self.answer_next_call().await?,
+                Next::Continue => return Ok(Settled::Go),
+                Next::FeedBody => return Ok(Settled::Held),
+                Next::WaitForSignal => {
+                    // Paused with nothing of its own pending: wait for a tick,
+                    // a queue, a root call's answer or another stream to act.
+                    let deadline = *deadline.get_or_insert_with(|| {
+                        tokio::time::Instant::now() + self.chain.pause_timeout
                     });
+                    let inbox = self.inbox_for(i);
+                    match tokio::time::timeout_at(deadline, inbox.next()).await {
+                        Ok(Some((_, op))) => self.stream.apply(op),
+                        Ok(None) | Err(_) => return Err(self.stalled(i)),
+                    }
                 }
             }
         }
+    }
+
+    /// Applies the operations that arrived for this request, then asks
+    /// filter `i`'s driver what to do with `side`'s headers.
+    fn next(&mut self, i: usize, side: Side, body_to_feed: bool) -> Next {
+        while let Some((_, op)) = self.inbox.as_mut().and_then(|inbox| inbox.try_next()) {
+            self.stream.apply(op);
+        }
+        let calls_pending = !self.calls.is_empty();
+        self.members[i]
+            .driver
+            .next(&mut self.stream, side, calls_pending, body_to_feed)
     }
 
     /// This request's inbox, with filter `i`'s context registered in it.
@@ -639,78 +632,55 @@ impl FilterRun {
         end_of_stream: bool,
     ) -> Result<BodyStep, ProxyError> {
         let all = 0..self.members.len();
-        Ok(
-            match self.body_at(side, all, chunk, end_of_stream, false)? {
-                BodyOut::Passed(bytes) => BodyStep::Forward(bytes),
-                BodyOut::Held => BodyStep::Forward(Bytes::new()),
-                BodyOut::Respond(local) => BodyStep::Respond(local),
-            },
-        )
+        Ok(match self.body_at(side, all, chunk, end_of_stream)? {
+            BodyOut::Passed(bytes) => BodyStep::Forward(bytes),
+            BodyOut::Held => BodyStep::Forward(Bytes::new()),
+            BodyOut::Respond(local) => BodyStep::Respond(local),
+        })
     }
 
     /// A chunk of body through the filters at positions `range` of
-    /// `side`'s order. With `last_holds`, the last of them holding at the
-    /// end of the stream holds too (it holds the headers as well, and is
-    /// waited for); otherwise a pause at the end counts as continue.
+    /// `side`'s order. A filter's driver decides whether it holds the chunk
+    /// back: at the end of the stream only a filter that holds the headers
+    /// does (and is waited for); for the others a pause there counts as
+    /// continue.
     fn body_at(
         &mut self,
         side: Side,
         range: std::ops::Range<usize>,
         chunk: Bytes,
         end_of_stream: bool,
-        last_holds: bool,
     ) -> Result<BodyOut, ProxyError> {
         let mut data = Chunk::AsGiven(chunk);
-        let last = range.end.saturating_sub(1);
         for k in range {
             let i = self.index(side, k);
             if !self.members[i].active {
                 continue;
             }
+            let (driver, stream) = (&mut self.members[i].driver, &mut self.stream);
             // A filter that paused earlier sees everything held so far.
-            let held = self.held.get_mut(i).map(std::mem::take).unwrap_or_default();
-            let fresh = held.is_empty() && matches!(data, Chunk::AsGiven(_));
-            let buf = body_buffer(&mut self.stream, side);
-            if !held.is_empty() {
-                *buf = held;
-                buf.extend_from_slice(data.bytes());
-            } else {
-                match &mut data {
-                    Chunk::Changed(bytes) => *buf = std::mem::take(bytes),
-                    Chunk::AsGiven(bytes) => {
-                        buf.clear();
-                        buf.extend_from_slice(bytes);
-                    }
+            let fresh = match &mut data {
+                Chunk::AsGiven(bytes) => driver.load_body(stream, side, bytes),
+                Chunk::Changed(bytes) => {
+                    driver.load_body_owned(stream, side, std::mem::take(bytes));
+                    false
                 }
-            }
-            self.stream.body_changed = false;
+            };
             let action = self.call(i, |vm, s| match side {
                 Side::Request => vm.on_request_body(s, end_of_stream),
                 Side::Response => vm.on_response_body(s, end_of_stream),
             })?;
-            if self.stream.close_requested {
-                return Err(self.closed_by(i));
-            }
-            if self.stream.local_response.is_some()
-                && let Some(local) = self.stream.local_response.take()
-            {
-                return Ok(BodyOut::Respond(Box::new(local)));
-            }
-            let unchanged = fresh && !self.stream.body_changed;
-            let buf = body_buffer(&mut self.stream, side);
-            if action == Some(Action::Pause) && (!end_of_stream || (last_holds && k == last)) {
-                let body = std::mem::take(buf);
-                if self.held.len() < self.members.len() {
-                    self.held.resize(self.members.len(), Vec::new());
-                }
-                self.held[i] = body;
-                return Ok(BodyOut::Held);
-            }
-            if unchanged {
+            let action = action.unwrap_or(Action::Continue);
+            let (driver, stream) = (&mut self.members[i].driver, &mut self.stream);
+            match driver.after_body(stream, side, action, end_of_stream) {
+                BodyNext::Close => return Err(self.closed_by(i)),
+                BodyNext::Respond => return Ok(BodyOut::Respond(self.take_local())),
+                BodyNext::Held => return Ok(BodyOut::Held),
                 // The buffer is only valid during the callback.
-                buf.clear();
-            } else {
-                data = Chunk::Changed(std::mem::take(buf));
+                BodyNext::Pass { changed: false } if fresh => stream.body_mut(side).clear(),
+                BodyNext::Pass { .. } => {
+                    data = Chunk::Changed(std::mem::take(stream.body_mut(side)));
+                }
             }
         }
         Ok(BodyOut::Passed(match data {
@@ -745,11 +715,10 @@ impl FilterRun {
                 Side::Request => vm.on_request_trailers(s),
                 Side::Response => vm.on_response_trailers(s),
             })?;
-            if self.stream.close_requested {
-                return Err(self.closed_by(i));
-            }
-            if self.stream.local_response.is_some() {
-                break;
+            match self.members[i].driver.after_trailers(&self.stream) {
+                Next::Close => return Err(self.closed_by(i)),
+                Next::Respond => break,
+                _ => {}
             }
         }
         let map = match side {
@@ -777,18 +746,24 @@ impl FilterRun {
             return;
         }
         for i in 0..self.members.len() {
-            let member = self.members[i];
-            if !member.created {
+            let Member {
+                active,
+                created,
+                incarnation: member_incarnation,
+                context_id,
+                ..
+            } = self.members[i];
+            if !created {
                 continue;
             }
             let (chain, stream) = (&self.chain, &mut self.stream);
             let logged = with_vm(chain, i, |vm, incarnation| {
-                if incarnation != member.incarnation {
+                if incarnation != member_incarnation {
                     // Another stream broke the Vm that held our context.
                     return None;
                 }
-                stream.context_id = member.context_id;
-                if member.active {
+                stream.context_id = context_id;
+                if active {
                     return Some(vm.end_stream(stream));
                 }
                 // A filter skipped after a failure is not logged, but its
@@ -803,7 +778,7 @@ impl FilterRun {
                 Ok(Some(Err(fault))) => {
                     let _ = self.fail(i, Some(fault));
                 }
-                Ok(None) | Err(_) if member.active => {
+                Ok(None) | Err(_) if active => {
                     self.members[i].created = false;
                     let _ = self.fail(i, None);
                 }
@@ -825,23 +800,6 @@ enum Chunk {
     AsGiven(Bytes),
     /// As a filter left it.
     Changed(Vec<u8>),
-}
-
-impl Chunk {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Chunk::AsGiven(bytes) => bytes,
-            Chunk::Changed(bytes) => bytes,
-        }
-    }
-}
-
-/// The flag `proxy_continue_stream` sets for `side`.
-fn resume_flag(stream: &mut Stream, side: Side) -> &mut bool {
-    match side {
-        Side::Request => &mut stream.resume_request,
-        Side::Response => &mut stream.resume_response,
-    }
 }
 
 /// How a headers phase ended.
@@ -897,14 +855,6 @@ pub struct HeldBody {
     pub done: bool,
     /// Trailers met while reading, through the filters already.
     pub trailers: Option<http::HeaderMap>,
-}
-
-/// The stream's buffer for `side`'s body, as the body callbacks see it.
-fn body_buffer(stream: &mut Stream, side: Side) -> &mut Vec<u8> {
-    match side {
-        Side::Request => &mut stream.request_body,
-        Side::Response => &mut stream.response_body,
-    }
 }
 
 /// What a body chunk became.

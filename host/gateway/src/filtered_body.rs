@@ -241,7 +241,7 @@ impl<B> FilteredBody<B> {
             return Ok(trailers);
         };
         match run.trailers_now(self.side, &trailers) {
-            Ok(t) => match run.stream.local_response.take() {
+            Ok(t) => match run.stream.take_local_response() {
                 Some(local) => Err(self.decided(Verdict::Respond(Box::new(local)))),
                 None => Ok(t),
             },

@@ -1,7 +1,10 @@
 //! [`HttpStream`]: one HTTP request/response driven through a filter, callback by callback,
 //! with the resulting headers, bodies, local response and http calls readable in between.
 
-use wasmgate_abi::{Action, HeaderMap, HttpCallRequest, HttpCallResponse, LocalResponse, Stream};
+use wasmgate_abi::{
+    Action, BodyNext, HeaderMap, HttpCallRequest, HttpCallResponse, LocalResponse, Next, Side,
+    Stream, StreamDriver,
+};
 
 use crate::error::{Error, Result};
 use crate::filter::Filter;
@@ -10,10 +13,15 @@ use crate::filter::Filter;
 /// (request headers, body, trailers, response headers, body, trailers, log, finish); each
 /// returns what the filter answered, and the accessors show the state after it.
 ///
+/// The stream follows the gateway's rules, from the same [`StreamDriver`]: pauses,
+/// resumes, local responses, closes and body buffering mean here what they mean there.
 /// Bodies behave as in Envoy: a body callback sees the chunk passed in, plus everything
 /// buffered while the filter answered [`Action::Pause`] to earlier chunks. Data the filter
-/// lets through (`Continue`) is what the upstream (or the client) receives: read it back
-/// with [`HttpStream::request_body_sent`] and [`HttpStream::response_body_sent`].
+/// lets through is what the upstream (or the client) receives: read it back with
+/// [`HttpStream::request_body_sent`] and [`HttpStream::response_body_sent`]. A pause at
+/// the end of a body passes it, unless the filter still holds the headers; a local
+/// response or a close lets nothing through. [`HttpStream::next`] says what a proxy would
+/// do next.
 ///
 /// Dropping a stream that was not finished runs `on_done`/`on_delete` (errors ignored),
 /// as a proxy does when a stream ends.
@@ -22,10 +30,7 @@ pub struct HttpStream {
     stream: Stream,
     generation: u64,
     finished: bool,
-    request_paused: bool,
-    response_paused: bool,
-    request_body_held: bool,
-    response_body_held: bool,
+    driver: StreamDriver,
     request_body_sent: Vec<u8>,
     response_body_sent: Vec<u8>,
 }
@@ -47,16 +52,14 @@ impl HttpStream {
             stream,
             generation,
             finished: false,
-            request_paused: false,
-            response_paused: false,
-            request_body_held: false,
-            response_body_held: false,
+            driver: StreamDriver::new(),
             request_body_sent: Vec::new(),
             response_body_sent: Vec::new(),
         })
     }
 
-    /// Runs one stream callback on this stream's instance and applies resume requests.
+    /// Runs one stream callback on this stream's instance. The caller records its outcome in
+    /// the driver, then [`Self::receive`]s.
     fn run<T>(
         &mut self,
         f: impl FnOnce(&mut wasmgate_abi::Vm, &mut Stream) -> Result<T, wasmgate_abi::Fault>,
@@ -76,7 +79,6 @@ impl HttpStream {
             self.finished = true;
         }
         drop(inner);
-        self.receive();
         result
     }
 
@@ -96,22 +98,65 @@ impl HttpStream {
         for signal in signals {
             self.stream.apply(signal.op);
         }
-        self.apply_resumes();
+        self.driver.take_resumes(&mut self.stream);
         n
     }
 
-    fn apply_resumes(&mut self) {
-        if std::mem::take(&mut self.stream.resume_request) {
-            self.request_paused = false;
-        }
-        if std::mem::take(&mut self.stream.resume_response) {
-            self.response_paused = false;
-        }
+    /// What a proxy does next with `side`'s headers phase, by the rules the gateway follows
+    /// ([`StreamDriver::next`]): go on, send [`HttpStream::local_response`], reset, answer
+    /// one of [`HttpStream::pending_http_calls`], feed the filter the body, or wait for a
+    /// signal (a tick, a queue, another stream). `feed_body`: the proxy would feed this
+    /// filter the body while it holds the headers (Envoy's `allow_on_headers_stop_iteration`,
+    /// and a body to come).
+    pub fn next(&mut self, side: Side, feed_body: bool) -> Next {
+        self.receive();
+        let calls_pending = !self.pending_http_calls().is_empty();
+        self.driver
+            .next(&mut self.stream, side, calls_pending, feed_body)
     }
 
-    fn track(paused: &mut bool, action: Action) -> Action {
-        *paused = action == Action::Pause;
-        action
+    /// Runs a headers callback of `side` and records its action.
+    fn headers_phase(
+        &mut self,
+        side: Side,
+        f: impl FnOnce(&mut wasmgate_abi::Vm, &mut Stream) -> Result<Action, wasmgate_abi::Fault>,
+    ) -> Result<Action> {
+        let action = self.run(f)?;
+        self.driver.after_headers(side, action);
+        self.receive();
+        Ok(action)
+    }
+
+    /// Runs a body callback of `side` on `chunk` (after what the filter held back) and adds
+    /// what passes to `side`'s sent bytes.
+    fn body_phase(&mut self, side: Side, chunk: &[u8], end_of_stream: bool) -> Result<Action> {
+        self.driver.load_body(&mut self.stream, side, chunk);
+        let action = self.run(|vm, s| match side {
+            Side::Request => vm.on_request_body(s, end_of_stream),
+            Side::Response => vm.on_response_body(s, end_of_stream),
+        })?;
+        let next = self
+            .driver
+            .after_body(&mut self.stream, side, action, end_of_stream);
+        if let BodyNext::Pass { .. } = next {
+            let (sent, body) = match side {
+                Side::Request => (&mut self.request_body_sent, &self.stream.request_body),
+                Side::Response => (&mut self.response_body_sent, &self.stream.response_body),
+            };
+            sent.extend_from_slice(body);
+        }
+        self.receive();
+        Ok(action)
+    }
+
+    /// Runs a trailers callback (a pause there is not waited for).
+    fn trailers_phase(
+        &mut self,
+        f: impl FnOnce(&mut wasmgate_abi::Vm, &mut Stream) -> Result<Action, wasmgate_abi::Fault>,
+    ) -> Result<Action> {
+        let action = self.run(f)?;
+        self.receive();
+        Ok(action)
     }
 
     // === request phase ===
@@ -131,8 +176,9 @@ impl HttpStream {
         V: Into<Vec<u8>>,
     {
         self.stream.request_headers = lowercase(headers);
-        let action = self.run(|vm, s| vm.on_request_headers(s, end_of_stream))?;
-        Ok(Self::track(&mut self.request_paused, action))
+        self.headers_phase(Side::Request, |vm, s| {
+            vm.on_request_headers(s, end_of_stream)
+        })
     }
 
     /// Delivers a request body chunk (`proxy_on_request_body`).
@@ -141,17 +187,7 @@ impl HttpStream {
     ///
     /// As [`HttpStream::request_headers`].
     pub fn request_body(&mut self, chunk: impl AsRef<[u8]>, end_of_stream: bool) -> Result<Action> {
-        if !self.request_body_held {
-            self.stream.request_body.clear();
-        }
-        self.stream.request_body.extend_from_slice(chunk.as_ref());
-        let action = self.run(|vm, s| vm.on_request_body(s, end_of_stream))?;
-        self.request_body_held = action == Action::Pause;
-        if action == Action::Continue {
-            self.request_body_sent
-                .extend_from_slice(&self.stream.request_body);
-        }
-        Ok(Self::track(&mut self.request_paused, action))
+        self.body_phase(Side::Request, chunk.as_ref(), end_of_stream)
     }
 
     /// Delivers the request trailers (`proxy_on_request_trailers`).
@@ -166,8 +202,7 @@ impl HttpStream {
         V: Into<Vec<u8>>,
     {
         self.stream.request_trailers = lowercase(trailers);
-        let action = self.run(|vm, s| vm.on_request_trailers(s))?;
-        Ok(Self::track(&mut self.request_paused, action))
+        self.trailers_phase(|vm, s| vm.on_request_trailers(s))
     }
 
     // === response phase ===
@@ -184,8 +219,9 @@ impl HttpStream {
         V: Into<Vec<u8>>,
     {
         self.stream.response_headers = lowercase(headers);
-        let action = self.run(|vm, s| vm.on_response_headers(s, end_of_stream))?;
-        Ok(Self::track(&mut self.response_paused, action))
+        self.headers_phase(Side::Response, |vm, s| {
+            vm.on_response_headers(s, end_of_stream)
+        })
     }
 
     /// Delivers a response body chunk (`proxy_on_response_body`).
@@ -198,17 +234,7 @@ impl HttpStream {
         chunk: impl AsRef<[u8]>,
         end_of_stream: bool,
     ) -> Result<Action> {
-        if !self.response_body_held {
-            self.stream.response_body.clear();
-        }
-        self.stream.response_body.extend_from_slice(chunk.as_ref());
-        let action = self.run(|vm, s| vm.on_response_body(s, end_of_stream))?;
-        self.response_body_held = action == Action::Pause;
-        if action == Action::Continue {
-            self.response_body_sent
-                .extend_from_slice(&self.stream.response_body);
-        }
-        Ok(Self::track(&mut self.response_paused, action))
+        self.body_phase(Side::Response, chunk.as_ref(), end_of_stream)
     }
 
     /// Delivers the response trailers (`proxy_on_response_trailers`).
@@ -223,8 +249,7 @@ impl HttpStream {
         V: Into<Vec<u8>>,
     {
         self.stream.response_trailers = lowercase(trailers);
-        let action = self.run(|vm, s| vm.on_response_trailers(s))?;
-        Ok(Self::track(&mut self.response_paused, action))
+        self.trailers_phase(|vm, s| vm.on_response_trailers(s))
     }
 
     // === end of stream ===
@@ -235,7 +260,9 @@ impl HttpStream {
     ///
     /// As [`HttpStream::request_headers`].
     pub fn log(&mut self) -> Result<()> {
-        self.run(|vm, s| vm.on_log(s))
+        self.run(|vm, s| vm.on_log(s))?;
+        self.receive();
+        Ok(())
     }
 
     /// Ends the stream: `proxy_on_done`, then `proxy_on_delete`. The stream takes no more
@@ -316,7 +343,9 @@ impl HttpStream {
                 )));
             }
         }
-        self.run(|vm, s| vm.on_http_call_response(Some(s), token, response))
+        self.run(|vm, s| vm.on_http_call_response(Some(s), token, response))?;
+        self.receive();
+        Ok(())
     }
 
     // === what the filter did ===
@@ -399,23 +428,32 @@ impl HttpStream {
 
     /// The local response the filter sent (`proxy_send_local_response`), if any.
     pub fn local_response(&self) -> Option<&LocalResponse> {
-        self.stream.local_response.as_ref()
+        self.stream.local_response()
     }
 
-    /// True while the request is paused: the last request callback answered
-    /// [`Action::Pause`] and the filter has not resumed it (`proxy_continue_stream`).
+    /// Takes the local response to send it, as a proxy does: the filter may then send
+    /// another. The gateway sends one from a request phase back through the filter's
+    /// response callbacks (its status and headers, then its body in one piece), where a
+    /// second one replaces it.
+    pub fn take_local_response(&mut self) -> Option<LocalResponse> {
+        self.stream.take_local_response()
+    }
+
+    /// True while the request is paused: the filter paused its headers, or held back the
+    /// last body chunk, and has not resumed (`proxy_continue_stream`, or a body callback's
+    /// `Continue`).
     pub fn is_request_paused(&self) -> bool {
-        self.request_paused
+        self.driver.is_paused(Side::Request)
     }
 
     /// True while the response is paused (see [`HttpStream::is_request_paused`]).
     pub fn is_response_paused(&self) -> bool {
-        self.response_paused
+        self.driver.is_paused(Side::Response)
     }
 
     /// True if the filter asked to close (reset) the stream (`proxy_close_stream`).
     pub fn close_requested(&self) -> bool {
-        self.stream.close_requested
+        self.stream.close_requested()
     }
 
     /// A property of this stream (set by [`HttpStream::set_property`],
@@ -467,8 +505,7 @@ impl std::fmt::Debug for HttpStream {
         f.debug_struct("HttpStream")
             .field("context_id", &self.stream.context_id)
             .field("finished", &self.finished)
-            .field("request_paused", &self.request_paused)
-            .field("response_paused", &self.response_paused)
+            .field("driver", &self.driver)
             .finish_non_exhaustive()
     }
 }

@@ -99,6 +99,9 @@
 //!   stack overflow, bad pointer, invalid action...) discards it; the next stream starts a
 //!   fresh one ([`Filter::instances`] counts them). Streams still open on the old instance
 //!   answer [`Error::StreamGone`].
+//! - **The gateway's rules**: pauses, resumes, local responses, closes and body buffering
+//!   come from the same `wasmgate_abi::StreamDriver` the gateway drives its streams with,
+//!   and [`HttpStream::next`] says what the gateway would do next ([`Next`]).
 //! - **Bodies** as Envoy delivers them: pausing on a body chunk buffers it, so the next
 //!   callback sees all buffered bytes; what passes is in [`HttpStream::request_body_sent`].
 //! - **Logs** are captured from an instance's first instruction: what the filter logs while
@@ -141,7 +144,8 @@ pub use reply::Reply;
 
 pub use wasmgate_abi::{
     Action, Fault, FaultKind, HeaderMap, HttpCallRequest, HttpCallResponse, Limits, LoadError,
-    LocalResponse, LogLevel, LogRecord, MetricKind, MetricSample, Runtime, RuntimeConfig,
+    LocalResponse, LogLevel, LogRecord, MetricKind, MetricSample, Next, Runtime, RuntimeConfig,
+    Side,
 };
 
 /// Encodes an integer property value as Envoy does (8-byte little-endian), for
