@@ -15,9 +15,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use wasmgate_harness::{Filter, Harness, HttpStream, LocalResponse, Next, Reply, Side};
+use wasmgate_harness::{Harness, HttpStream, LocalResponse, Next, Reply, Side};
 use wasmgate_tests::{
     backend::{self, Backend},
+    config::{Filter, GatewayYaml, Route},
     gateway::{self, Process},
     wasm,
 };
@@ -119,25 +120,17 @@ fn filter_headers<'a>(pairs: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<(
 
 // === through the gateway ===
 
+/// One worker, one route to `backend` running `script.wasm`, whose http calls go to
+/// `calls`; the filter sees the body while it holds the headers.
 fn config(backend: &Backend, calls: &Backend) -> String {
-    format!(
-        r#"
-workers: 1
-listeners: [{{ address: "127.0.0.1:0" }}]
-upstreams:
-  backend: {{ url: "{}" }}
-  calls: {{ url: "{}" }}
-routes:
-  - name: r
-    match: {{}}
-    upstream: backend
-    filters:
-      - {{ wasm: "{}", config: "upstream=calls", allow_on_headers_stop_iteration: true }}
-"#,
-        backend.url(),
-        calls.url(),
-        wasm("script").display()
-    )
+    let filter =
+        Filter::new(wasm("script"), "upstream=calls").with("allow_on_headers_stop_iteration: true");
+    GatewayYaml::new()
+        .set("workers: 1")
+        .upstream("backend", &backend.url())
+        .upstream("calls", &calls.url())
+        .route(Route::new("r", "backend").filter(filter))
+        .yaml()
 }
 
 /// Sends `case` through the gateway at `addr`; returns what was observed and the body the
@@ -209,7 +202,11 @@ fn as_sent(local: &LocalResponse) -> Client {
 }
 
 /// Sends `case` through the harness; the upstream answers 200 with `answer`.
-fn through_harness(filter: &Filter, case: &Case, answer: &[u8]) -> anyhow::Result<Observed> {
+fn through_harness(
+    filter: &wasmgate_harness::Filter,
+    case: &Case,
+    answer: &[u8],
+) -> anyhow::Result<Observed> {
     let mut http = filter.http_stream()?;
     if let Some(local) = request_phase(&mut http, case)? {
         // As the gateway does, a local response from a request phase goes back through
