@@ -18,9 +18,10 @@
 //!
 //! What a filter's callbacks mean for the request (pauses, resumes, local
 //! responses, closes, body buffering) is decided by its
-//! [`wasmgate_abi::StreamDriver`], the rules the test harness follows too;
-//! this module does what the driver says. A filter that pauses a phase
-//! keeps the request waiting for whatever can resume it: the answer to an http call of its own, or an operation
+//! [`wasmgate_abi::StreamDriver`], whose rules the test harness follows
+//! too; this module does the I/O and the waiting the driver asks for. A
+//! filter that pauses a phase keeps the request waiting for whatever can
+//! resume it: the answer to an http call of its own, or an operation
 //! addressed to its context from elsewhere (`on_tick`, `on_queue_ready`, a
 //! root-context call's answer, another stream's callback; see `signals`),
 //! for at most [`Chain::pause_timeout`]; then it is a 504.
@@ -530,12 +531,13 @@ impl FilterRun {
         Bytes::from(self.members[i].driver.take_held(side))
     }
 
-    /// The local response filter's driver saw (it said [`Next::Respond`]).
+    /// The local response a filter's driver saw (it said [`Next::Respond`]).
     fn take_local(&mut self) -> Box<LocalResponse> {
         let local = self.stream.take_local_response();
         Box::new(local.expect("the driver saw a local response"))
     }
 
+    /// Filter `i` kept the request paused past [`Chain::pause_timeout`].
     fn stalled(&self, i: usize) -> ProxyError {
         ProxyError::FilterStalled {
             route: self.chain.route.clone(),
