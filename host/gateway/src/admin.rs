@@ -3,7 +3,8 @@
 //! - `GET /ready`: 200 while serving, 503 once draining.
 //! - `GET /metrics`: Prometheus text (see `metrics.rs`).
 //! - `GET /config`: the live configuration as JSON, filter configurations
-//!   redacted (a literal secret may stand there).
+//!   redacted (a literal secret may stand there), plus `endpoint_health`:
+//!   every upstream's endpoints now (DNS refresh included) and their health.
 //! - `POST /reload`: re-reads the configuration file; 200 with the new
 //!   generation, or 400 with the errors (the old configuration keeps serving).
 //!
@@ -165,7 +166,18 @@ async fn respond(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body>
         }
         (&Method::GET, "/config") => {
             let snapshot = shared.snapshot.load_full();
-            match serde_json::to_string_pretty(&snapshot.config.redacted()) {
+            let shown = serde_json::to_value(snapshot.config.redacted()).map(|mut config| {
+                let health: serde_json::Map<_, _> = snapshot
+                    .upstreams
+                    .iter()
+                    .map(|(name, u)| (name.clone(), serde_json::json!(u.endpoint_status())))
+                    .collect();
+                if let Some(object) = config.as_object_mut() {
+                    object.insert("endpoint_health".into(), health.into());
+                }
+                config
+            });
+            match shown.and_then(|config| serde_json::to_string_pretty(&config)) {
                 Ok(json) => text(StatusCode::OK, json + "\n", "application/json"),
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"), PLAIN),
             }

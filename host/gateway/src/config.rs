@@ -107,13 +107,36 @@ pub enum UpstreamProtocol {
     Http2,
 }
 
-/// A named backend.
+/// A named backend: one `url`, or several `endpoints` with a balancing
+/// policy, health checks, outlier ejection and retries.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// `http://host:port` or `https://host:port` (an optional path prefix is
-    /// prepended to every request path).
-    pub url: String,
+    /// prepended to every request path). Exactly one of `url` and `endpoints`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Several instances of the service, as URLs of the same scheme and path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Vec<String>>,
+    /// How a request's endpoint is chosen.
+    #[serde(default)]
+    pub balance: Balance,
+    /// The request header whose value picks the endpoint (`balance: hash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_header: Option<String>,
+    /// Active health checks: an HTTP GET to every endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckConfig>,
+    /// Passive health: consecutive failures eject an endpoint for a while.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierConfig>,
+    /// Sending a failed request again, to another endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetryConfig>,
+    /// Re-resolve hostname endpoints this often; every address is an endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_refresh: Option<Duration>,
     /// How https upstreams are verified, and the client certificate for mTLS.
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
@@ -132,8 +155,193 @@ pub struct UpstreamConfig {
     pub max_connections: usize,
 }
 
+impl UpstreamConfig {
+    /// The endpoint URLs with the key each stands at (`url`, or
+    /// `endpoints[i]`).
+    pub fn endpoint_urls(&self) -> Vec<(String, &str)> {
+        match (&self.url, &self.endpoints) {
+            (Some(url), _) => vec![("url".to_string(), url.as_str())],
+            (None, Some(list)) => list
+                .iter()
+                .enumerate()
+                .map(|(i, url)| (format!("endpoints[{i}]"), url.as_str()))
+                .collect(),
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
 fn default_max_connections() -> usize {
     128
+}
+
+/// How an upstream with several endpoints picks one for a request.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// The endpoint with the fewest requests waiting for their response.
+    LeastRequest,
+    /// By the value of `hash_header` (rendezvous hashing): a value keeps
+    /// its endpoint while that endpoint is available.
+    Hash,
+}
+
+/// Active health checks (`upstreams.NAME.health_check`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Path requested with `GET`; a 2xx answer is a success.
+    pub path: String,
+    /// Time between two checks of an endpoint.
+    #[serde(default = "default_check_interval")]
+    pub interval: Duration,
+    /// Time allowed for a check's answer (connecting included).
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Duration,
+    /// Consecutive successes that make an unhealthy endpoint healthy.
+    #[serde(default = "default_healthy")]
+    pub healthy: u32,
+    /// Consecutive failures that make a healthy endpoint unhealthy.
+    #[serde(default = "default_unhealthy")]
+    pub unhealthy: u32,
+}
+
+fn default_check_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_healthy() -> u32 {
+    2
+}
+
+fn default_unhealthy() -> u32 {
+    3
+}
+
+/// Passive health (`upstreams.NAME.outlier`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Connect failures, broken exchanges and 5xx answers in a row that
+    /// eject an endpoint.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// How long an ejected endpoint gets no requests.
+    #[serde(default = "default_eject_for")]
+    pub eject_for: Duration,
+    /// Most endpoints ejected at once, in percent of the upstream's.
+    #[serde(default = "default_max_ejected_percent")]
+    pub max_ejected_percent: u32,
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
+}
+
+fn default_eject_for() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_ejected_percent() -> u32 {
+    50
+}
+
+/// Retries (`upstreams.NAME.retries`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Most retries after the first try (1 to 5).
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Which failures are retried.
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<RetryOn>,
+    /// Time allowed for each try's response headers (default: the
+    /// upstream's `timeout`, which bounds all tries together anyway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<Duration>,
+}
+
+fn default_attempts() -> u32 {
+    1
+}
+
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![RetryOn::ConnectFailure, RetryOn::RefusedStream]
+}
+
+/// A failure that may be retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "RetryOnText", into = "String")]
+pub enum RetryOn {
+    /// No connection (refused, DNS, TLS, `connect_timeout`): nothing was sent.
+    ConnectFailure,
+    /// An HTTP/2 stream the upstream refused before processing it.
+    RefusedStream,
+    /// The exchange broke before the response headers.
+    Reset,
+    /// No response headers within `per_try_timeout`.
+    Timeout,
+    /// Any 5xx answer.
+    Status5xx,
+    /// This status (500 to 599).
+    Status(u16),
+}
+
+/// `on` entries as written: a name, or a status code quoted or not.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RetryOnText {
+    Code(u16),
+    Text(String),
+}
+
+impl TryFrom<RetryOnText> for RetryOn {
+    type Error = String;
+
+    fn try_from(value: RetryOnText) -> Result<Self, Self::Error> {
+        let text = match value {
+            RetryOnText::Code(code) => code.to_string(),
+            RetryOnText::Text(text) => text,
+        };
+        Ok(match text.as_str() {
+            "connect_failure" => RetryOn::ConnectFailure,
+            "refused_stream" => RetryOn::RefusedStream,
+            "reset" => RetryOn::Reset,
+            "timeout" => RetryOn::Timeout,
+            "5xx" => RetryOn::Status5xx,
+            code => match code.parse::<u16>() {
+                Ok(code) if (500..=599).contains(&code) => RetryOn::Status(code),
+                _ => {
+                    return Err(
+                        "retries.on takes connect_failure, refused_stream, reset, timeout, \
+                         5xx or a status from 500 to 599"
+                            .to_string(),
+                    );
+                }
+            },
+        })
+    }
+}
+
+impl From<RetryOn> for String {
+    fn from(value: RetryOn) -> String {
+        match value {
+            RetryOn::ConnectFailure => "connect_failure".into(),
+            RetryOn::RefusedStream => "refused_stream".into(),
+            RetryOn::Reset => "reset".into(),
+            RetryOn::Timeout => "timeout".into(),
+            RetryOn::Status5xx => "5xx".into(),
+            RetryOn::Status(code) => code.to_string(),
+        }
+    }
 }
 
 /// TLS towards an upstream. Verification cannot be turned off.

@@ -45,7 +45,8 @@
 //!   (synchronous) callback, never across an `await`, so there is no lock
 //!   and no `Send` requirement on the Vm;
 //! - each worker owns its upstream connection pools (a queue or a `Vec`
-//!   per upstream), again with no lock;
+//!   per upstream endpoint), again with no lock; endpoint health is shared
+//!   by all workers as atomics, and checked on a background thread;
 //! - the configuration is read through an [`arc_swap::ArcSwap`]: one atomic
 //!   load per request, swapped whole on reload.
 //!
@@ -81,8 +82,9 @@
 //! - `headers`: hop-by-hop headers, framing owned by the proxy, `x-forwarded-*`.
 //! - [`lean`]: the switch that turns the lean HTTP/1.1 paths off (`WASMGATE_LEAN_HTTP1=off`).
 //! - `path`: the normal form of a request path (routing and forwarding).
-//! - `upstream`: connections to upstreams, pooled per worker; hyper's client, and a
-//!   lean HTTP/1.1 client for bodiless idempotent requests (`upstream/h1.rs`).
+//! - `upstream`: connections to upstreams, pooled per worker and endpoint; hyper's client,
+//!   and a lean HTTP/1.1 client for bodiless idempotent requests (`upstream/h1.rs`);
+//!   endpoint choice, health checks, outlier ejection, retries and DNS refresh.
 //! - `tls`: rustls server and client configurations.
 //! - `listener`, `worker`: accepting and serving connections; hyper's
 //!   server, and a lean HTTP/1.1 loop for bodiless requests on plain TCP

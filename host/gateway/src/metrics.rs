@@ -8,7 +8,8 @@
 //!
 //! Families: `wasmgate_route_requests_total{route,status}` (status class),
 //! `wasmgate_route_request_duration_seconds{route}` (histogram),
-//! `wasmgate_upstream_*_total{upstream}`, `wasmgate_filter_failures_total{filter}`,
+//! `wasmgate_upstream_*_total{upstream}`, `wasmgate_endpoint_*{upstream,endpoint}`
+//! (upstreams with several endpoints or retries), `wasmgate_filter_failures_total{filter}`,
 //! `wasmgate_filter_vm_replaced_total{filter}`, and each filter-defined metric
 //! as `wasmgate_wasm_<name>{filter}`.
 
@@ -113,6 +114,26 @@ pub struct UpstreamStats {
     /// Times a request waited because the worker had `max_connections`
     /// open to the upstream.
     pub waited: AtomicU64,
+    /// Retries refused because the retry budget was spent.
+    pub retry_budget_exhausted: AtomicU64,
+}
+
+/// One endpoint's counters and its health, shared by every worker and kept
+/// across reloads (by upstream name and address).
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    /// Tries sent to the endpoint (first tries and retries).
+    pub requests: AtomicU64,
+    /// Tries that failed (connect, broken exchange, timeout, 5xx).
+    pub failures: AtomicU64,
+    /// Retries sent to the endpoint.
+    pub retries: AtomicU64,
+    /// Times the endpoint was ejected for consecutive failures.
+    pub ejections: AtomicU64,
+    /// Tries waiting for their response headers (`least_request` reads it).
+    pub active: AtomicU64,
+    /// Active health checks and outlier ejection.
+    pub health: crate::upstream::Health,
 }
 
 /// Per-filter counters.
@@ -148,6 +169,8 @@ pub trait FilterMetricsSource: Send + Sync + std::fmt::Debug {
 pub struct Stats {
     routes: Mutex<BTreeMap<String, Arc<RouteStats>>>,
     upstreams: Mutex<BTreeMap<String, Arc<UpstreamStats>>>,
+    /// By (upstream, address).
+    endpoints: Mutex<BTreeMap<(String, String), Arc<EndpointStats>>>,
     filters: Mutex<BTreeMap<String, Arc<FilterStats>>>,
     /// Process-wide counters.
     pub global: GlobalStats,
@@ -172,6 +195,20 @@ impl Stats {
     /// The counters of an upstream.
     pub fn upstream(&self, name: &str) -> Arc<UpstreamStats> {
         entry(&self.upstreams, name)
+    }
+
+    /// The counters and health of an endpoint (created on first use; an
+    /// endpoint that stays across a reload keeps them).
+    pub fn endpoint(&self, upstream: &str, address: &str) -> Arc<EndpointStats> {
+        let mut map = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Forget endpoints no configuration holds any more.
+        map.retain(|_, e| Arc::strong_count(e) > 1);
+        map.entry((upstream.to_string(), address.to_string()))
+            .or_default()
+            .clone()
     }
 
     /// The counters of a filter (`route/index`).
@@ -261,7 +298,7 @@ impl Collector for StatsCollector {
 
         let upstreams = snapshot(&self.stats.upstreams);
         type Pick = fn(&UpstreamStats) -> &AtomicU64;
-        let families: [(&str, &str, Pick); 7] = [
+        let families: [(&str, &str, Pick); 8] = [
             (
                 "wasmgate_upstream_requests",
                 "Requests sent to the upstream",
@@ -295,6 +332,11 @@ impl Collector for StatsCollector {
                 "Times a request waited for a connection (max_connections reached)",
                 |u| &u.waited,
             ),
+            (
+                "wasmgate_upstream_retry_budget_exhausted",
+                "Retries not sent because the retry budget was spent",
+                |u| &u.retry_budget_exhausted,
+            ),
         ];
         for (metric, help, pick) in families {
             let rows: Vec<_> = upstreams
@@ -308,6 +350,8 @@ impl Collector for StatsCollector {
                 .collect();
             counter(&mut enc, metric, help, &rows)?;
         }
+
+        self.encode_endpoints(&mut enc)?;
 
         let filters = snapshot(&self.stats.filters);
         let rows: Vec<_> = filters
@@ -342,6 +386,86 @@ impl Collector for StatsCollector {
         )?;
 
         encode_filter_metrics(&mut enc, self.filters.filter_metrics())
+    }
+}
+
+impl StatsCollector {
+    /// `wasmgate_endpoint_*{upstream,endpoint}` for the endpoints in use.
+    fn encode_endpoints(&self, enc: &mut Enc<'_>) -> std::fmt::Result {
+        let endpoints: Vec<_> = {
+            let map = self
+                .stats
+                .endpoints
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            map.iter()
+                .filter(|(_, e)| Arc::strong_count(e) > 1)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        let labels = |(upstream, endpoint): &(String, String)| {
+            vec![
+                ("upstream", upstream.clone()),
+                ("endpoint", endpoint.clone()),
+            ]
+        };
+        type Pick = fn(&EndpointStats) -> &AtomicU64;
+        let counters: [(&str, &str, Pick); 4] = [
+            (
+                "wasmgate_endpoint_requests",
+                "Tries sent to the endpoint",
+                |e| &e.requests,
+            ),
+            (
+                "wasmgate_endpoint_failures",
+                "Tries that failed (connect, reset, timeout, 5xx)",
+                |e| &e.failures,
+            ),
+            (
+                "wasmgate_endpoint_retries",
+                "Retries sent to the endpoint",
+                |e| &e.retries,
+            ),
+            (
+                "wasmgate_endpoint_ejections",
+                "Times the endpoint was ejected for consecutive failures",
+                |e| &e.ejections,
+            ),
+        ];
+        for (metric, help, pick) in counters {
+            let mut m = enc.encode_descriptor(metric, help, None, MetricType::Counter)?;
+            for (key, e) in &endpoints {
+                m.encode_family(&labels(key))?
+                    .encode_counter::<NoLabelSet, _, u64>(&pick(e).load(Ordering::Relaxed), None)?;
+            }
+        }
+        let now = crate::upstream::Health::now();
+        type Gauge = fn(&EndpointStats, u64) -> i64;
+        let gauges: [(&str, &str, Gauge); 3] = [
+            (
+                "wasmgate_endpoint_healthy",
+                "1 while the endpoint passes its active health checks",
+                |e, _| i64::from(e.health.is_healthy()),
+            ),
+            (
+                "wasmgate_endpoint_ejected",
+                "1 while the endpoint is ejected for consecutive failures",
+                |e, now| i64::from(e.health.is_ejected(now)),
+            ),
+            (
+                "wasmgate_endpoint_active_requests",
+                "Tries waiting for their response headers",
+                |e, _| i64::try_from(e.active.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+            ),
+        ];
+        for (metric, help, value) in gauges {
+            let mut m = enc.encode_descriptor(metric, help, None, MetricType::Gauge)?;
+            for (key, e) in &endpoints {
+                m.encode_family(&labels(key))?
+                    .encode_gauge(&value(e, now))?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -78,6 +78,7 @@ impl Shared {
                     tracing::warn!("{warning}");
                 }
                 let generation = snapshot.generation;
+                snapshot.start_background();
                 self.snapshot.store(Arc::new(snapshot));
                 self.stats.global.reloads.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(generation, "configuration reloaded");

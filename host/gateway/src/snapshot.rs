@@ -82,7 +82,7 @@ impl Snapshot {
         let mut warnings = Vec::new();
         let mut upstreams = BTreeMap::new();
         for (name, conf) in &config.upstreams {
-            match Upstream::build(name, conf, &config, stats.upstream(name)) {
+            match Upstream::build(name, conf, &config, stats) {
                 Ok(u) => {
                     upstreams.insert(name.clone(), Arc::new(u));
                 }
@@ -170,6 +170,14 @@ impl Snapshot {
             warnings,
             stats: stats.clone(),
         })
+    }
+
+    /// Starts the upstreams' background work (health checks, DNS refresh)
+    /// once this configuration serves; it stops when the snapshot is dropped.
+    pub fn start_background(&self) {
+        for upstream in self.upstreams.values() {
+            upstream.start_background();
+        }
     }
 
     /// Every loaded filter with its plugin (for the filters' own metrics).

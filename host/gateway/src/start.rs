@@ -102,6 +102,7 @@ fn start(config: Config, config_path: Option<PathBuf>) -> Result<GatewayHandle, 
     for warning in &snapshot.warnings {
         tracing::warn!("{warning}");
     }
+    snapshot.start_background();
     let mut bound = Vec::new();
     let mut addresses = Vec::new();
     for (i, l) in snapshot.config.listeners.iter().enumerate() {

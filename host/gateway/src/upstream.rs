@@ -1,10 +1,18 @@
 //! Upstreams: where routes send requests and filters send http calls.
 //!
-//! Each worker keeps its own connection pool per upstream in a thread-local
-//! (workers are single-threaded, see the crate docs), so taking and
-//! returning a connection is a queue pop/push with no lock. HTTP/1.1
-//! connections are reused when idle (keep-alive); an HTTP/2 connection is
-//! shared by all of the worker's requests to that upstream.
+//! An upstream has one endpoint (`url`) or several (`endpoints`). Each
+//! [`Endpoint`] is one address with its own connections: every worker keeps
+//! a pool per endpoint in a thread-local (workers are single-threaded, see
+//! the crate docs), so taking and returning a connection is a queue pop/push
+//! with no lock. HTTP/1.1 connections are reused when idle (keep-alive); an
+//! HTTP/2 connection is shared by all of the worker's requests to that
+//! endpoint.
+//!
+//! A one-endpoint upstream without retries sends straight to its endpoint.
+//! The others go through `upstream/endpoints.rs`: an endpoint chosen by the
+//! balancing policy (`balance.rs`) among the available ones (health:
+//! `health.rs`), retries within a budget (`retry.rs`), hostnames
+//! re-resolved (`dns.rs`).
 //!
 //! Bodiless idempotent requests to plain-HTTP/1.1 upstreams take a lean
 //! client that runs in the request's own task (`upstream/h1.rs`); the rest go
@@ -36,7 +44,14 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+mod balance;
+mod dns;
+mod endpoints;
 mod h1;
+mod health;
+mod retry;
+
+pub use health::Health;
 
 use crate::{
     body::{Body, BoxError},
@@ -44,54 +59,111 @@ use crate::{
     error::ProxyError,
     h1::response::declares_a_body_it_cannot_have,
     headers::{is_only_chunked, strip_hop_by_hop},
-    metrics::UpstreamStats,
+    metrics::{EndpointStats, Stats, UpstreamStats},
     tls::{ClientTls, client_config},
 };
 
-/// Most HTTP/1.1 connections (idle or busy) a worker keeps per upstream;
+/// Most HTTP/1.1 connections (idle or busy) a worker keeps per endpoint;
 /// beyond that a connection is closed after its exchange.
 const MAX_IDLE_PER_WORKER: usize = 256;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A configured upstream, shared by all workers (immutable).
+/// A configured upstream, shared by all workers.
 pub struct Upstream {
-    /// Unique per configuration load; keys the worker-local pools.
-    id: u64,
     /// Name from the configuration.
     pub name: String,
     /// `http` or `https`.
     pub scheme: http::uri::Scheme,
+    /// The first endpoint's host and port (`upstream.address` for filters).
     host: String,
     port: u16,
     /// Default authority (used when the client sent none).
     pub authority: http::uri::Authority,
     /// Prepended to every path ("" for none).
     pub path_prefix: String,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
-    protocol: UpstreamProtocol,
-    connect_timeout: Duration,
-    /// Time allowed for the response headers.
+    /// Time allowed for the response headers (all tries together).
     pub timeout: Duration,
-    /// Most connections per worker.
-    max_connections: usize,
+    /// Where requests go.
+    endpoints: Endpoints,
     /// Counters for /metrics.
     pub stats: Arc<UpstreamStats>,
+}
+
+/// An upstream's endpoints.
+enum Endpoints {
+    /// `url` without retries: every request goes straight to it (the
+    /// common case pays for nothing else).
+    One(Arc<Endpoint>),
+    /// Chosen per request, with health, retries and DNS refresh.
+    Balanced(Box<endpoints::Balanced>),
 }
 
 impl Upstream {
     /// `host:port` as configured (`upstream.address` for filters).
     pub fn address(&self) -> String {
-        if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        address(&self.host, self.port)
     }
 
     /// The port connected to.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Each endpoint's address and health, for `/config`.
+    pub fn endpoint_status(&self) -> Vec<EndpointStatus> {
+        match &self.endpoints {
+            Endpoints::One(endpoint) => vec![EndpointStatus {
+                address: endpoint.address.clone(),
+                hostname: None,
+                healthy: true,
+                ejected: false,
+                active: None,
+            }],
+            Endpoints::Balanced(set) => set.status(),
+        }
+    }
+
+    /// Whether the endpoint is one this upstream sends to now.
+    fn serves_endpoint(&self, id: u64) -> bool {
+        match &self.endpoints {
+            Endpoints::One(endpoint) => endpoint.id == id,
+            Endpoints::Balanced(set) => set.serves(id),
+        }
+    }
+
+    /// Starts the background work the configuration asks for (active
+    /// health checks, DNS refresh) once this upstream serves; it stops when
+    /// the upstream is dropped.
+    pub fn start_background(self: &Arc<Self>) {
+        if let Endpoints::Balanced(set) = &self.endpoints {
+            set.start_background(self);
+        }
+    }
+}
+
+/// One endpoint as `/config` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EndpointStatus {
+    /// `host:port` connected to.
+    pub address: String,
+    /// The configured hostname, for an address found by DNS refresh.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Passing its active health checks (always, without checks).
+    pub healthy: bool,
+    /// Ejected for consecutive failures.
+    pub ejected: bool,
+    /// Requests waiting for their response headers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active: Option<u64>,
+}
+
+fn address(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -103,15 +175,86 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
+/// One address of an upstream, with its connections (pooled per worker).
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    /// Unique per configuration load; keys the worker-local pools.
+    id: u64,
+    /// The upstream's name (for errors and logs).
+    upstream: String,
+    /// `host:port` connected to.
+    address: String,
+    /// The hostname this address was resolved from (DNS refresh).
+    hostname: Option<String>,
+    host: String,
+    port: u16,
+    /// Default authority (used when the client sent none).
+    authority: http::uri::Authority,
+    scheme: http::uri::Scheme,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    protocol: UpstreamProtocol,
+    connect_timeout: Duration,
+    /// Most connections per worker.
+    max_connections: usize,
+    /// The upstream's counters.
+    stats: Arc<UpstreamStats>,
+    /// This endpoint's counters and health, shared by every worker and kept
+    /// across reloads (a one-endpoint upstream's are not used).
+    state: Arc<EndpointStats>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("upstream", &self.upstream)
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one try at an endpoint failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureKind {
+    /// No connection: nothing was sent.
+    Connect,
+    /// An HTTP/2 stream refused before the upstream processed it.
+    Refused,
+    /// The exchange broke before the response headers.
+    Reset,
+    /// No response headers in time.
+    Timeout,
+    /// A response the gateway must not pass on.
+    Invalid,
+}
+
+/// A failed try: the error to answer with, what kind of failure it was,
+/// and the request when it was never sent (so it may go elsewhere).
+#[derive(Debug)]
+pub(crate) struct Failed {
+    error: ProxyError,
+    kind: FailureKind,
+    request: Option<Request<Body>>,
+}
+
+impl Failed {
+    fn new(error: ProxyError, kind: FailureKind, request: Option<Request<Body>>) -> Box<Self> {
+        Box::new(Failed {
+            error,
+            kind,
+            request,
+        })
+    }
+}
+
 /// A connection ready to carry a request.
 enum Sender {
     H1(http1::SendRequest<Body>),
     H2(http2::SendRequest<Body>),
 }
 
-/// One worker's connections to one upstream.
+/// One worker's connections to one endpoint.
 struct Pool {
-    upstream: Weak<Upstream>,
+    endpoint: Weak<Endpoint>,
     /// In the order they were last handed a request: the front one is the
     /// likeliest to have finished its exchange.
     h1: VecDeque<http1::SendRequest<Body>>,
@@ -124,19 +267,26 @@ struct Pool {
     freed: Arc<tokio::sync::Notify>,
 }
 
-/// One open connection, counted against its upstream's `max_connections`
+/// One open connection, counted against its endpoint's `max_connections`
 /// on this worker until it is dropped (with the connection, or with
 /// hyper's connection task).
 #[derive(Debug)]
 pub(crate) struct Slot {
-    upstream: u64,
+    endpoint: u64,
+}
+
+impl Slot {
+    /// A slot counted in no pool (health checks' own connections).
+    fn detached() -> Slot {
+        Slot { endpoint: 0 }
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let _ = POOLS.try_with(|pools| {
             if let Ok(mut pools) = pools.try_borrow_mut()
-                && let Some(pool) = pools.get_mut(&self.upstream)
+                && let Some(pool) = pools.get_mut(&self.endpoint)
             {
                 pool.open = pool.open.saturating_sub(1);
                 pool.freed.notify_one();
@@ -153,7 +303,7 @@ enum Capacity<C> {
     Open(Slot),
 }
 
-/// Upstream ids are unique counters: they need no hashing.
+/// Endpoint ids are unique counters: they need no hashing.
 #[derive(Default)]
 struct IdHasher(u64);
 
@@ -179,6 +329,7 @@ thread_local! {
 
 impl Upstream {
     /// Prepares an upstream from its configuration (reads TLS files).
+    /// `stats` keeps the endpoints' health across reloads.
     ///
     /// # Errors
     /// A message naming the key and the problem.
@@ -186,69 +337,122 @@ impl Upstream {
         name: &str,
         conf: &UpstreamConfig,
         config: &Config,
-        stats: Arc<UpstreamStats>,
+        stats: &Arc<Stats>,
     ) -> Result<Upstream, String> {
         let key = format!("upstreams.{name}");
-        let uri: Uri = conf.url.parse().map_err(|e| format!("{key}.url: {e}"))?;
-        let https = uri.scheme_str() == Some("https");
-        let host = uri.host().ok_or_else(|| format!("{key}.url: no host"))?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| format!("{key}.url: no host"))?;
-        let path_prefix = uri.path().trim_end_matches('/').to_string();
-        let tls = if https {
-            let t = conf.tls.clone().unwrap_or_default();
-            let ca = t.ca.as_ref().map(|p| config.resolve(p));
-            let cert = t.client_cert.as_ref().map(|p| config.resolve(p));
-            let key_path = t.client_key.as_ref().map(|p| config.resolve(p));
-            let client = client_config(ClientTls {
-                ca: ca.as_deref(),
-                client_cert: cert.as_deref().zip(key_path.as_deref()),
+        let upstream_stats = stats.upstream(name);
+        let mut tls_connector = None;
+        let mut endpoints = Vec::new();
+        let mut first = None;
+        for (at, url) in conf.endpoint_urls() {
+            let uri: Uri = url.parse().map_err(|e| format!("{key}.{at}: {e}"))?;
+            let https = uri.scheme_str() == Some("https");
+            let host = uri.host().ok_or_else(|| format!("{key}.{at}: no host"))?;
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            let authority = uri
+                .authority()
+                .cloned()
+                .ok_or_else(|| format!("{key}.{at}: no host"))?;
+            let tls = if https {
+                let t = conf.tls.clone().unwrap_or_default();
+                if tls_connector.is_none() {
+                    let ca = t.ca.as_ref().map(|p| config.resolve(p));
+                    let cert = t.client_cert.as_ref().map(|p| config.resolve(p));
+                    let key_path = t.client_key.as_ref().map(|p| config.resolve(p));
+                    let client = client_config(ClientTls {
+                        ca: ca.as_deref(),
+                        client_cert: cert.as_deref().zip(key_path.as_deref()),
+                        protocol: conf.protocol,
+                    })
+                    .map_err(|e| format!("{key}.tls: {e}"))?;
+                    tls_connector = Some(TlsConnector::from(client));
+                }
+                let sni = t.server_name.clone().unwrap_or_else(|| host.clone());
+                let sni =
+                    ServerName::try_from(sni).map_err(|e| format!("{key}.tls.server_name: {e}"))?;
+                tls_connector.clone().map(|c| (c, sni))
+            } else {
+                None
+            };
+            let address = address(&host, port);
+            let state = if conf.url.is_some() && conf.retries.is_none() {
+                Arc::default()
+            } else {
+                stats.endpoint(name, &address)
+            };
+            if first.is_none() {
+                first = Some((uri.path().trim_end_matches('/').to_string(), https));
+            }
+            endpoints.push(Endpoint {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                upstream: name.to_string(),
+                address,
+                hostname: None,
+                host,
+                port,
+                authority,
+                scheme: if https {
+                    http::uri::Scheme::HTTPS
+                } else {
+                    http::uri::Scheme::HTTP
+                },
+                tls,
                 protocol: conf.protocol,
-            })
-            .map_err(|e| format!("{key}.tls: {e}"))?;
-            let sni = t.server_name.clone().unwrap_or_else(|| host.clone());
-            let sni =
-                ServerName::try_from(sni).map_err(|e| format!("{key}.tls.server_name: {e}"))?;
-            Some((TlsConnector::from(client), sni))
+                connect_timeout: conf.connect_timeout.get(),
+                max_connections: conf.max_connections.max(1),
+                stats: upstream_stats.clone(),
+                state,
+            });
+        }
+        let Some((path_prefix, _)) = first else {
+            return Err(format!("{key}: no url and no endpoints"));
+        };
+        let head = &endpoints[0];
+        let (scheme, host, port, authority) = (
+            head.scheme.clone(),
+            head.host.clone(),
+            head.port,
+            head.authority.clone(),
+        );
+        let endpoints = if conf.url.is_some() && conf.retries.is_none() {
+            Endpoints::One(Arc::new(endpoints.remove(0)))
         } else {
-            None
+            Endpoints::Balanced(Box::new(endpoints::Balanced::new(
+                name,
+                conf,
+                endpoints.into_iter().map(Arc::new).collect(),
+                stats,
+            )))
         };
         Ok(Upstream {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: name.to_string(),
-            scheme: if https {
-                http::uri::Scheme::HTTPS
-            } else {
-                http::uri::Scheme::HTTP
-            },
+            scheme,
             host,
             port,
             authority,
             path_prefix,
-            tls,
-            protocol: conf.protocol,
-            connect_timeout: conf.connect_timeout.get(),
             timeout: conf.timeout.get(),
-            max_connections: conf.max_connections.max(1),
-            stats,
+            endpoints,
+            stats: upstream_stats,
         })
     }
 
     /// Whether this is `http://` to an address that is not loopback.
     pub fn is_cleartext_off_loopback(&self) -> bool {
-        if self.tls.is_some() {
-            return false;
-        }
-        match self.host.parse::<std::net::IpAddr>() {
-            Ok(ip) => !ip.is_loopback(),
-            Err(_) => self.host != "localhost",
+        let off_loopback = |e: &Endpoint| {
+            e.tls.is_none()
+                && match e.host.parse::<std::net::IpAddr>() {
+                    Ok(ip) => !ip.is_loopback(),
+                    Err(_) => e.host != "localhost",
+                }
+        };
+        match &self.endpoints {
+            Endpoints::One(endpoint) => off_loopback(endpoint),
+            Endpoints::Balanced(set) => set.current().iter().any(|e| off_loopback(e)),
         }
     }
 
@@ -261,19 +465,11 @@ impl Upstream {
     /// [`ProxyError::UpstreamFailed`].
     pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let lean = self.tls.is_none()
-            && self.protocol != UpstreamProtocol::Http2
-            && h1::eligible(&req)
-            && crate::lean::enabled();
         let exchange = async {
-            if lean {
-                self.exchange_lean(req).await
-            } else {
-                let head_request = req.method() == http::Method::HEAD;
-                let mut response = self.exchange(req).await?;
-                self.refuse_unframeable(&response, head_request)?;
-                strip_hop_by_hop(response.headers_mut());
-                Ok(response.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
+            match &self.endpoints {
+                Endpoints::One(endpoint) => endpoint.send(req).await.map_err(|f| f.error),
+                // Boxed: the one-endpoint path keeps its small future.
+                Endpoints::Balanced(set) => Box::pin(set.send(req)).await,
             }
         };
         match tokio::time::timeout(self.timeout, exchange).await {
@@ -287,6 +483,39 @@ impl Upstream {
             }
         }
     }
+}
+
+impl Endpoint {
+    /// One try: sends the request to this endpoint and waits for the
+    /// response headers (without a time limit: the caller sets it).
+    async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<Body>, Box<Failed>> {
+        let lean = self.tls.is_none()
+            && self.protocol != UpstreamProtocol::Http2
+            && h1::eligible(&req)
+            && crate::lean::enabled();
+        if lean {
+            self.exchange_lean(req).await
+        } else {
+            let head_request = req.method() == http::Method::HEAD;
+            let mut response = self.exchange(req).await?;
+            self.refuse_unframeable(&response, head_request)?;
+            strip_hop_by_hop(response.headers_mut());
+            Ok(response.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
+        }
+    }
+
+    /// The error for a try that timed out.
+    fn timed_out(&self, timeout: Duration) -> Box<Failed> {
+        self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+        Failed::new(
+            ProxyError::UpstreamTimeout {
+                upstream: self.upstream.clone(),
+                timeout,
+            },
+            FailureKind::Timeout,
+            None,
+        )
+    }
 
     /// A response the gateway must not pass on: a `101` (no request asks
     /// for an upgrade: `Upgrade` is hop-by-hop and never forwarded, so a
@@ -298,7 +527,7 @@ impl Upstream {
         &self,
         response: &Response<Incoming>,
         head_request: bool,
-    ) -> Result<(), ProxyError> {
+    ) -> Result<(), Box<Failed>> {
         let status = response.status();
         let bodiless = head_request
             || status == http::StatusCode::NO_CONTENT
@@ -316,16 +545,20 @@ impl Upstream {
             return Ok(());
         };
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
-        Err(ProxyError::UpstreamFailed {
-            upstream: self.name.clone(),
-            reason: format!("invalid response: {reason}"),
-        })
+        Err(Failed::new(
+            ProxyError::UpstreamFailed {
+                upstream: self.upstream.clone(),
+                reason: format!("invalid response: {reason}"),
+            },
+            FailureKind::Invalid,
+            None,
+        ))
     }
 
     async fn exchange(
         self: &Arc<Self>,
         mut req: Request<Body>,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<Incoming>, Box<Failed>> {
         // A pooled connection may have been closed by the peer just now; if
         // the request was not written yet hyper gives it back and we retry
         // once on a fresh connection.
@@ -333,7 +566,7 @@ impl Upstream {
         loop {
             let mut slot = None;
             if pooled.is_none() {
-                match self.capacity(Self::checkout).await? {
+                match self.capacity(Self::checkout).await {
                     Capacity::Pooled(sender) => pooled = Some(sender),
                     Capacity::Open(free) => slot = Some(free),
                 }
@@ -343,7 +576,10 @@ impl Upstream {
                 (Some(s), _) => s,
                 // Boxed: connecting (TCP, TLS, handshake) is a large future that
                 // most requests, served from the pool, never run.
-                (None, Some(slot)) => Box::pin(self.connect(slot)).await?,
+                (None, Some(slot)) => match Box::pin(self.connect(slot)).await {
+                    Ok(sender) => sender,
+                    Err(e) => return Err(Failed::new(e, FailureKind::Connect, Some(req))),
+                },
                 (None, None) => unreachable!("a request without a connection has a slot"),
             };
             let result = match sender {
@@ -371,7 +607,18 @@ impl Upstream {
                 Ok(response) => return Ok(response),
                 Err(mut e) => match e.take_message() {
                     Some(back) if !fresh => req = back,
-                    _ => return Err(self.failed(&e)),
+                    // Never written: it may go elsewhere.
+                    Some(back) => {
+                        return Err(Failed::new(
+                            self.failed(&e),
+                            FailureKind::Connect,
+                            Some(back),
+                        ));
+                    }
+                    None if is_refused_stream(e.error()) => {
+                        return Err(Failed::new(self.failed(&e), FailureKind::Refused, None));
+                    }
+                    None => return Err(Failed::new(self.failed(&e), FailureKind::Reset, None)),
                 },
             }
         }
@@ -383,13 +630,13 @@ impl Upstream {
     async fn exchange_lean(
         self: &Arc<Self>,
         req: Request<Body>,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> Result<Response<Body>, Box<Failed>> {
         let (parts, _empty) = req.into_parts();
         let mut pooled = self.checkout_raw();
         loop {
             let slot = match pooled {
                 Some(_) => None,
-                None => match self.capacity(Self::checkout_raw).await? {
+                None => match self.capacity(Self::checkout_raw).await {
                     Capacity::Pooled(conn) => {
                         pooled = Some(conn);
                         None
@@ -400,7 +647,13 @@ impl Upstream {
             let reused = pooled.is_some();
             let conn = match (pooled.take(), slot) {
                 (Some(conn), _) => conn,
-                (None, Some(slot)) => h1::Conn::new(Box::pin(self.connect_tcp()).await?, slot),
+                (None, Some(slot)) => match Box::pin(self.connect_tcp()).await {
+                    Ok(tcp) => h1::Conn::new(tcp, slot),
+                    Err(e) => {
+                        let request = Request::from_parts(parts, crate::body::empty());
+                        return Err(Failed::new(e, FailureKind::Connect, Some(request)));
+                    }
+                },
                 (None, None) => unreachable!("a request without a connection has a slot"),
             };
             match h1::exchange(conn, &parts, self, reused).await {
@@ -408,10 +661,11 @@ impl Upstream {
                 Err(h1::Failure::Stale) => {}
                 Err(h1::Failure::Failed(reason)) => {
                     self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                    return Err(ProxyError::UpstreamFailed {
-                        upstream: self.name.clone(),
+                    let error = ProxyError::UpstreamFailed {
+                        upstream: self.upstream.clone(),
                         reason,
-                    });
+                    };
+                    return Err(Failed::new(error, FailureKind::Reset, None));
                 }
             }
         }
@@ -427,22 +681,22 @@ impl Upstream {
     async fn capacity<C>(
         self: &Arc<Self>,
         checkout: impl Fn(&Arc<Self>) -> Option<C>,
-    ) -> Result<Capacity<C>, ProxyError> {
+    ) -> Capacity<C> {
         loop {
             let freed = POOLS.with_borrow_mut(|pools| {
                 let pool = self.pool(pools);
                 if pool.open < self.max_connections {
                     pool.open += 1;
-                    return Ok(Slot { upstream: self.id });
+                    return Ok(Slot { endpoint: self.id });
                 }
                 Err(pool.freed.clone())
             });
             let freed = match freed {
-                Ok(slot) => return Ok(Capacity::Open(slot)),
+                Ok(slot) => return Capacity::Open(slot),
                 Err(freed) => freed,
             };
             if let Some(conn) = checkout(self) {
-                return Ok(Capacity::Pooled(conn));
+                return Capacity::Pooled(conn);
             }
             self.stats.waited.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
@@ -450,7 +704,7 @@ impl Upstream {
                 () = tokio::time::sleep(Duration::from_millis(2)) => {}
             }
             if let Some(conn) = checkout(self) {
-                return Ok(Capacity::Pooled(conn));
+                return Capacity::Pooled(conn);
             }
         }
     }
@@ -494,7 +748,7 @@ impl Upstream {
     fn failed(&self, e: &TrySendError<Request<Body>>) -> ProxyError {
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
         ProxyError::UpstreamFailed {
-            upstream: self.name.clone(),
+            upstream: self.upstream.clone(),
             reason: error_chain(e.error()),
         }
     }
@@ -565,15 +819,15 @@ impl Upstream {
         Ok(tcp)
     }
 
-    /// This worker's pool for this upstream, created on first use.
+    /// This worker's pool for this endpoint, created on first use.
     fn pool<'p>(self: &Arc<Self>, pools: &'p mut Pools) -> &'p mut Pool {
         if !pools.contains_key(&self.id) {
-            // A new upstream (first use, or a reload): forget pools of
-            // upstreams that no configuration uses any more.
-            pools.retain(|_, p| p.upstream.strong_count() > 0);
+            // A new endpoint (first use, a reload, a DNS change): forget
+            // pools of endpoints that no configuration uses any more.
+            pools.retain(|_, p| p.endpoint.strong_count() > 0);
         }
         pools.entry(self.id).or_insert_with(|| Pool {
-            upstream: Arc::downgrade(self),
+            endpoint: Arc::downgrade(self),
             h1: VecDeque::new(),
             h2: None,
             raw: Vec::new(),
@@ -602,9 +856,9 @@ impl Upstream {
             }
             Err(reason) => {
                 self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(upstream = %self.name, %reason, "upstream connect failed");
+                tracing::warn!(upstream = %self.upstream, %reason, "upstream connect failed");
                 Err(ProxyError::UpstreamConnect {
-                    upstream: self.name.clone(),
+                    upstream: self.upstream.clone(),
                     reason,
                 })
             }
@@ -679,6 +933,19 @@ where
         });
         Ok(Sender::H1(sender))
     }
+}
+
+/// Whether an HTTP/2 stream was refused before the upstream processed it
+/// (`REFUSED_STREAM`, RFC 9113 §8.7): safe to send again.
+fn is_refused_stream(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// An error and its causes on one line.

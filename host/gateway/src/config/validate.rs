@@ -199,33 +199,42 @@ fn check_upstream(p: &mut Problems<'_>, config: &Config, name: &str, upstream: &
     if name.is_empty() {
         p.add("upstreams", "an upstream name must not be empty");
     }
-    match upstream.url.parse::<http::Uri>() {
-        Err(e) => p.add(
-            format!("{key}.url"),
-            format!("{:?} is not a URL: {e}", upstream.url),
-        ),
-        Ok(uri) => {
-            let scheme = uri.scheme_str();
-            if !matches!(scheme, Some("http" | "https")) {
-                p.add(
-                    format!("{key}.url"),
-                    format!("{:?} must start with http:// or https://", upstream.url),
-                );
-            }
-            if uri.host().is_none_or(str::is_empty) {
-                p.add(
-                    format!("{key}.url"),
-                    format!("{:?} has no host", upstream.url),
-                );
-            }
-            if uri.query().is_some() {
-                p.add(format!("{key}.url"), "must not have a query");
-            }
-            if scheme == Some("http") && upstream.tls.is_some() {
-                p.add(format!("{key}.tls"), "only applies to https:// upstreams");
+    match (&upstream.url, &upstream.endpoints) {
+        (Some(_), Some(_)) => p.add(&key, "give either url or endpoints, not both"),
+        (None, None) => p.add(&key, "missing url (or endpoints)"),
+        (None, Some(list)) if list.is_empty() => {
+            p.add(format!("{key}.endpoints"), "must list at least one URL");
+        }
+        _ => {}
+    }
+    let mut first: Option<(String, http::Uri)> = None;
+    let mut seen = HashSet::new();
+    for (at, url) in upstream.endpoint_urls() {
+        let Some(uri) = check_url(p, &format!("{key}.{at}"), url) else {
+            continue;
+        };
+        if !seen.insert(uri.authority().map(ToString::to_string)) {
+            p.add(format!("{key}.{at}"), format!("{url:?} is listed twice"));
+        }
+        match &first {
+            None => first = Some((at, uri)),
+            Some((first_at, first_uri)) => {
+                if first_uri.scheme_str() != uri.scheme_str() || first_uri.path() != uri.path() {
+                    p.add(
+                        format!("{key}.{at}"),
+                        format!("{url:?} must have the scheme and path of {first_at}"),
+                    );
+                }
             }
         }
     }
+    if let Some((_, uri)) = &first
+        && uri.scheme_str() == Some("http")
+        && upstream.tls.is_some()
+    {
+        p.add(format!("{key}.tls"), "only applies to https:// upstreams");
+    }
+    check_balancing(p, &key, upstream);
     if upstream.connect_timeout.get().is_zero() {
         p.add(format!("{key}.connect_timeout"), "must be more than 0");
     }
@@ -259,5 +268,109 @@ fn check_upstream(p: &mut Problems<'_>, config: &Config, name: &str, upstream: &
                 format!("{sn:?} is not a DNS name or IP address"),
             );
         }
+    }
+}
+
+/// One endpoint URL: `http(s)://host[:port][/prefix]`, no query. The parsed
+/// URL when it is one.
+fn check_url(p: &mut Problems<'_>, key: &str, url: &str) -> Option<http::Uri> {
+    let uri = match url.parse::<http::Uri>() {
+        Ok(uri) => uri,
+        Err(e) => {
+            p.add(key, format!("{url:?} is not a URL: {e}"));
+            return None;
+        }
+    };
+    let scheme = uri.scheme_str();
+    let mut ok = true;
+    if !matches!(scheme, Some("http" | "https")) {
+        p.add(key, format!("{url:?} must start with http:// or https://"));
+        ok = false;
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        p.add(key, format!("{url:?} has no host"));
+        ok = false;
+    }
+    if uri.query().is_some() {
+        p.add(key, "must not have a query");
+        ok = false;
+    }
+    ok.then_some(uri)
+}
+
+/// `balance`, `health_check`, `outlier`, `retries` and `dns_refresh`.
+fn check_balancing(p: &mut Problems<'_>, key: &str, upstream: &UpstreamConfig) {
+    use super::Balance;
+    match (upstream.balance, &upstream.hash_header) {
+        (Balance::Hash, None) => p.add(
+            format!("{key}.hash_header"),
+            "missing: balance: hash needs the name of the header to hash",
+        ),
+        (Balance::Hash, Some(h)) if http::HeaderName::from_bytes(h.as_bytes()).is_err() => p.add(
+            format!("{key}.hash_header"),
+            format!("{h:?} is not a header name"),
+        ),
+        (Balance::RoundRobin | Balance::LeastRequest, Some(_)) => p.add(
+            format!("{key}.hash_header"),
+            "only applies to balance: hash",
+        ),
+        _ => {}
+    }
+    if let Some(check) = &upstream.health_check {
+        let key = format!("{key}.health_check");
+        if !check.path.starts_with('/') || check.path.chars().any(char::is_whitespace) {
+            p.add(
+                format!("{key}.path"),
+                format!("{:?} must be a path starting with '/'", check.path),
+            );
+        }
+        if check.interval.get().is_zero() {
+            p.add(format!("{key}.interval"), "must be more than 0");
+        }
+        if check.timeout.get().is_zero() {
+            p.add(format!("{key}.timeout"), "must be more than 0");
+        }
+        if check.healthy == 0 {
+            p.add(format!("{key}.healthy"), "must be at least 1");
+        }
+        if check.unhealthy == 0 {
+            p.add(format!("{key}.unhealthy"), "must be at least 1");
+        }
+    }
+    if let Some(outlier) = &upstream.outlier {
+        let key = format!("{key}.outlier");
+        if outlier.consecutive_failures == 0 {
+            p.add(format!("{key}.consecutive_failures"), "must be at least 1");
+        }
+        if outlier.eject_for.get().is_zero() {
+            p.add(format!("{key}.eject_for"), "must be more than 0");
+        }
+        if outlier.max_ejected_percent > 100 {
+            p.add(
+                format!("{key}.max_ejected_percent"),
+                format!("{} is more than 100", outlier.max_ejected_percent),
+            );
+        }
+    }
+    if let Some(retries) = &upstream.retries {
+        let key = format!("{key}.retries");
+        if !(1..=5).contains(&retries.attempts) {
+            p.add(
+                format!("{key}.attempts"),
+                format!("{} is out of range (1 to 5)", retries.attempts),
+            );
+        }
+        if retries.on.is_empty() {
+            p.add(format!("{key}.on"), "must name at least one failure");
+        }
+        if retries.per_try_timeout.is_some_and(|t| t.get().is_zero()) {
+            p.add(format!("{key}.per_try_timeout"), "must be more than 0");
+        }
+    }
+    if upstream
+        .dns_refresh
+        .is_some_and(|t| t.get() < std::time::Duration::from_secs(1))
+    {
+        p.add(format!("{key}.dns_refresh"), "must be at least 1s");
     }
 }

@@ -30,7 +30,7 @@ use http::{Method, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
-use super::Upstream;
+use super::Endpoint;
 use crate::{
     body::BoxError,
     h1::{
@@ -52,7 +52,7 @@ pub(super) struct Conn {
     buf: BytesMut,
     /// The request head being written (kept for the next exchange).
     out: Vec<u8>,
-    /// Counts this connection against the upstream's `max_connections`.
+    /// Counts this connection against the endpoint's `max_connections`.
     _slot: super::Slot,
 }
 
@@ -129,16 +129,16 @@ pub(super) enum Failure {
 }
 
 /// Sends a bodiless request on `conn` and reads the response head; the
-/// body streams afterwards and returns the connection to `upstream`'s pool
+/// body streams afterwards and returns the connection to `endpoint`'s pool
 /// when it ends cleanly.
 pub(super) async fn exchange(
     mut conn: Conn,
     parts: &http::request::Parts,
-    upstream: &Arc<Upstream>,
+    endpoint: &Arc<Endpoint>,
     reused: bool,
 ) -> Result<Response<crate::body::Body>, Failure> {
     conn.out.clear();
-    request::encode(parts, &upstream.authority, &mut conn.out);
+    request::encode(parts, &endpoint.authority, &mut conn.out);
     let broken = |e: io::Error| {
         if reused {
             Failure::Stale
@@ -156,7 +156,7 @@ pub(super) async fn exchange(
             match response::parse(&mut conn.buf, parts.method == Method::HEAD)
                 .map_err(Failure::Failed)?
             {
-                Parsed::Head(head) => return Ok(respond(conn, head, upstream)),
+                Parsed::Head(head) => return Ok(respond(conn, head, endpoint)),
                 // An informational response was consumed: parse again.
                 Parsed::Skipped => continue,
                 Parsed::Partial => {}
@@ -180,11 +180,11 @@ pub(super) async fn exchange(
 }
 
 /// The response for a parsed head; its body reads from `conn`.
-fn respond(conn: Conn, head: Head, upstream: &Arc<Upstream>) -> Response<crate::body::Body> {
+fn respond(conn: Conn, head: Head, endpoint: &Arc<Endpoint>) -> Response<crate::body::Body> {
     let body = if matches!(head.framing, Framing::None | Framing::Length(0)) {
         // Nothing to read: the connection is free right away.
         if head.keep_alive && conn.buf.is_empty() {
-            upstream.checkin_raw(conn);
+            endpoint.checkin_raw(conn);
         }
         crate::body::empty()
     } else {
@@ -193,7 +193,7 @@ fn respond(conn: Conn, head: Head, upstream: &Arc<Upstream>) -> Response<crate::
             framing: head.framing,
             chunk: Chunk::Size,
             keep_alive: head.keep_alive,
-            upstream: upstream.clone(),
+            endpoint: endpoint.clone(),
         })
     };
     let mut response = Response::new(body);
@@ -211,7 +211,7 @@ struct UpstreamBody {
     /// Where the chunked decoder is (for a chunked body).
     chunk: Chunk,
     keep_alive: bool,
-    upstream: Arc<Upstream>,
+    endpoint: Arc<Endpoint>,
 }
 
 impl UpstreamBody {
@@ -221,7 +221,7 @@ impl UpstreamBody {
             && self.keep_alive
             && conn.buf.is_empty()
         {
-            self.upstream.checkin_raw(conn);
+            self.endpoint.checkin_raw(conn);
         }
     }
 
@@ -232,7 +232,7 @@ impl UpstreamBody {
         self.conn = None;
         Poll::Ready(Some(Err(format!(
             "upstream {}: {what}",
-            self.upstream.name
+            self.endpoint.upstream
         )
         .into())))
     }
