@@ -548,3 +548,46 @@ async fn configuration_errors_name_the_file_and_the_key() -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_refresh_makes_each_address_an_endpoint() -> anyhow::Result<()> {
+    let backend = backend::start().await?;
+    let port = backend.addr().port();
+    let gw = start(&format!(
+        "    endpoints: [http://localhost:{port}]\n    dns_refresh: 1s\n    retries: {{ attempts: 2, on: [connect_failure] }}"
+    ))?;
+    // `localhost` resolves to 127.0.0.1 (and maybe ::1, where nothing listens).
+    let address = format!("127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let config: serde_json::Value = loop {
+        let config: serde_json::Value = serde_json::from_str(&admin(&gw, "/config").await?)?;
+        let listed = config["endpoint_health"]["svc"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|e| e["address"] == address.as_str()));
+        if listed || tokio::time::Instant::now() > deadline {
+            break config;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let list = config["endpoint_health"]["svc"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let resolved = list.iter().find(|e| e["address"] == address.as_str());
+    assert_eq!(
+        resolved.map(|e| e["hostname"].clone()),
+        Some(serde_json::json!("localhost")),
+        "{config}"
+    );
+    for _ in 0..6 {
+        assert_eq!(status_of(gw.addr(), "/dns", &[]).await, 200);
+    }
+    // The Host sent is still the configured one.
+    let hosts: BTreeSet<String> = backend
+        .received()
+        .iter()
+        .filter_map(|r| r.header("host").map(str::to_string))
+        .collect();
+    assert_eq!(hosts, BTreeSet::from(["svc.test".to_string()]));
+    Ok(())
+}
