@@ -2,8 +2,11 @@
 //! backends on 127.0.0.1 that are killed and restarted while requests run:
 //! no idempotent request fails while an endpoint is up; round robin,
 //! least_request and hash spread requests as they say; passive ejection
-//! and active health checks take an endpoint out and bring it back; health
-//! survives a reload; a POST whose body was sent is never retried; the
+//! and active health checks take an endpoint out and bring it back; when
+//! all are unhealthy all are tried (panic mode); health survives a reload;
+//! an endpoint a reload removes finishes its requests and gets no new ones;
+//! DNS refresh turns each address into an endpoint; a POST whose body was
+//! sent is never retried, one that found no connection is; the
 //! configuration errors name the file and the key.
 
 use std::{
@@ -121,7 +124,8 @@ async fn restart(addr: SocketAddr) -> anyhow::Result<Backend> {
 }
 
 /// A backend that answers every request with `status` after `delay`, and
-/// counts them (`/healthz` is answered 200 at once, and not counted).
+/// counts them (`/healthz` is answered 200 at once, `/broken` 503, neither
+/// counted).
 struct Counting {
     addr: SocketAddr,
     count: Arc<AtomicUsize>,
@@ -144,6 +148,8 @@ impl Counting {
                         let mut status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
                         if req.uri().path() == "/healthz" {
                             status = StatusCode::OK;
+                        } else if req.uri().path() == "/broken" {
+                            status = StatusCode::SERVICE_UNAVAILABLE;
                         } else {
                             seen.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(delay).await;
@@ -589,5 +595,51 @@ async fn dns_refresh_makes_each_address_an_endpoint() -> anyhow::Result<()> {
         .filter_map(|r| r.header("host").map(str::to_string))
         .collect();
     assert_eq!(hosts, BTreeSet::from(["svc.test".to_string()]));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_removed_by_a_reload_finishes_its_requests() -> anyhow::Result<()> {
+    let slow = Counting::start(200, Duration::from_millis(1500)).await?;
+    let fast = Counting::start(200, Duration::ZERO).await?;
+    let gw = start(&endpoints(&[slow.addr, fast.addr]))?;
+    let addr = gw.addr();
+    // The first request of a round robin goes to the first endpoint.
+    let in_flight = tokio::spawn(status_of(addr, "/slow", &[]));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while slow.count() == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(slow.count(), 1);
+    let config = std::fs::read_to_string(&gw.config_path)?;
+    gw.rewrite(&config.replace(&format!("http://{}, ", slow.addr), ""))?;
+    gw.handle.reload(None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for _ in 0..10 {
+        assert_eq!(status_of(addr, "/after", &[]).await, 200);
+    }
+    assert_eq!(slow.count(), 1, "a removed endpoint got a new request");
+    assert_eq!(fast.count(), 10);
+    assert_eq!(
+        in_flight.await?,
+        200,
+        "the request in flight did not finish"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_endpoint_is_unhealthy_all_are_tried() -> anyhow::Result<()> {
+    let a = Counting::start(200, Duration::ZERO).await?;
+    let b = Counting::start(200, Duration::ZERO).await?;
+    let gw = start(&format!(
+        "{}\n    health_check: {{ path: /broken, interval: 100ms, unhealthy: 1 }}",
+        endpoints(&[a.addr, b.addr])
+    ))?;
+    wait_health(&gw, a.addr, false).await?;
+    wait_health(&gw, b.addr, false).await?;
+    for _ in 0..10 {
+        assert_eq!(status_of(gw.addr(), "/panic", &[]).await, 200);
+    }
+    assert_eq!((a.count(), b.count()), (5, 5));
     Ok(())
 }
