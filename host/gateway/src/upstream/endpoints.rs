@@ -180,8 +180,9 @@ impl Balanced {
                     None => endpoint.send(req).await,
                 }
             };
+            // The request for the next try, and the answer if there is none.
             let policy = self.retry.as_ref().filter(|p| retries < p.attempts);
-            let again = match outcome {
+            let (next, otherwise) = match outcome {
                 Ok(response) => {
                     let status = response.status();
                     self.record(&list, endpoint, !status.is_server_error(), now);
@@ -214,7 +215,6 @@ impl Balanced {
                     (next, Err(error))
                 }
             };
-            let (next, otherwise) = again;
             match self.budget.retry() {
                 Some(slot) => _retry_in_flight = Some(slot),
                 None => {
