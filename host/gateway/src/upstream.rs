@@ -467,7 +467,20 @@ impl Upstream {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let exchange = async {
             match &self.endpoints {
-                Endpoints::One(endpoint) => endpoint.send(req).await.map_err(|f| f.error),
+                // `endpoint.send` written out: one nested future less to
+                // move on the commonest path (callgrind: ~1 K instructions).
+                Endpoints::One(endpoint) => {
+                    let result = if endpoint.takes_lean(&req) {
+                        endpoint.exchange_lean(req).await
+                    } else {
+                        let head_request = req.method() == http::Method::HEAD;
+                        match endpoint.exchange(req).await {
+                            Ok(response) => endpoint.finish(response, head_request),
+                            Err(failed) => Err(failed),
+                        }
+                    };
+                    result.map_err(|f| f.error)
+                }
                 // Boxed: the one-endpoint path keeps its small future.
                 Endpoints::Balanced(set) => Box::pin(set.send(req)).await,
             }
@@ -489,19 +502,33 @@ impl Endpoint {
     /// One try: sends the request to this endpoint and waits for the
     /// response headers (without a time limit: the caller sets it).
     async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<Body>, Box<Failed>> {
-        let lean = self.tls.is_none()
-            && self.protocol != UpstreamProtocol::Http2
-            && h1::eligible(&req)
-            && crate::lean::enabled();
-        if lean {
+        if self.takes_lean(&req) {
             self.exchange_lean(req).await
         } else {
             let head_request = req.method() == http::Method::HEAD;
-            let mut response = self.exchange(req).await?;
-            self.refuse_unframeable(&response, head_request)?;
-            strip_hop_by_hop(response.headers_mut());
-            Ok(response.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
+            let response = self.exchange(req).await?;
+            self.finish(response, head_request)
         }
+    }
+
+    /// Whether a request goes through the lean HTTP/1.1 client.
+    fn takes_lean(&self, req: &Request<Body>) -> bool {
+        self.tls.is_none()
+            && self.protocol != UpstreamProtocol::Http2
+            && h1::eligible(req)
+            && crate::lean::enabled()
+    }
+
+    /// A response from hyper's client, checked and without its hop-by-hop
+    /// headers.
+    fn finish(
+        &self,
+        mut response: Response<Incoming>,
+        head_request: bool,
+    ) -> Result<Response<Body>, Box<Failed>> {
+        self.refuse_unframeable(&response, head_request)?;
+        strip_hop_by_hop(response.headers_mut());
+        Ok(response.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
     }
 
     /// The error for a try that timed out.
