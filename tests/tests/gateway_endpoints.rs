@@ -643,3 +643,24 @@ async fn when_every_endpoint_is_unhealthy_all_are_tried() -> anyhow::Result<()> 
     assert_eq!((a.count(), b.count()), (5, 5));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_refresh_applies_to_a_url_too() -> anyhow::Result<()> {
+    let backend = backend::start().await?;
+    let port = backend.addr().port();
+    let gw = start(&format!(
+        "    url: http://localhost:{port}\n    dns_refresh: 1s\n    retries: {{ on: [connect_failure] }}"
+    ))?;
+    let address = format!("127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !health(&gw).await?.contains_key(&address) {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            health(&gw).await?
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status_of(gw.addr(), "/url", &[]).await, 200);
+    Ok(())
+}

@@ -8,7 +8,8 @@
 //! HTTP/2 connection is shared by all of the worker's requests to that
 //! endpoint.
 //!
-//! A one-endpoint upstream without retries sends straight to its endpoint.
+//! A `url` upstream without retries, health checks, outlier ejection or
+//! DNS refresh sends straight to its endpoint.
 //! The others go through `upstream/endpoints.rs`: an endpoint chosen by the
 //! balancing policy (`balance.rs`) among the available ones (health:
 //! `health.rs`), retries within a budget (`retry.rs`), hostnames
@@ -92,7 +93,7 @@ pub struct Upstream {
 
 /// An upstream's endpoints.
 enum Endpoints {
-    /// `url` without retries: every request goes straight to it (the
+    /// `url` with nothing to decide per request: every request goes straight to it (the
     /// common case pays for nothing else).
     One(Arc<Endpoint>),
     /// Chosen per request, with health, retries and DNS refresh.
@@ -341,6 +342,13 @@ impl Upstream {
     ) -> Result<Upstream, String> {
         let key = format!("upstreams.{name}");
         let upstream_stats = stats.upstream(name);
+        // One `url` and nothing to decide per request: requests go straight
+        // to it.
+        let straight = conf.url.is_some()
+            && conf.retries.is_none()
+            && conf.health_check.is_none()
+            && conf.outlier.is_none()
+            && conf.dns_refresh.is_none();
         let mut tls_connector = None;
         let mut endpoints = Vec::new();
         let mut first = None;
@@ -379,7 +387,7 @@ impl Upstream {
                 None
             };
             let address = address(&host, port);
-            let state = if conf.url.is_some() && conf.retries.is_none() {
+            let state = if straight {
                 Arc::default()
             } else {
                 stats.endpoint(name, &address)
@@ -418,7 +426,7 @@ impl Upstream {
             head.port,
             head.authority.clone(),
         );
-        let endpoints = if conf.url.is_some() && conf.retries.is_none() {
+        let endpoints = if straight {
             Endpoints::One(Arc::new(endpoints.remove(0)))
         } else {
             Endpoints::Balanced(Box::new(endpoints::Balanced::new(
