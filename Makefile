@@ -1,7 +1,7 @@
 # wasmgate: the two commands of the README, plus helpers.
 #   make run    set up, build, and start the gateway on its embedded demo
 #   make test   set up, lint (fmt, clippy), then run the whole test suite (what CI runs)
-.PHONY: run test setup lint wasm bench install
+.PHONY: run test setup lint wasm bench soak install
 
 setup:
 	@.ci/setup
@@ -38,3 +38,13 @@ bench: setup
 	cargo build --release --target wasm32-wasip1 -p secret-header
 	cargo bench -p wasmgate-abi
 	python3 tests/bench/bench.py --readme
+
+# Soak (issue 16; not part of `make test`): SOAK_SECONDS (default 600) of mixed
+# HTTP/1.1 and HTTP/2 traffic, 1 % to a trapping filter, a reload every 10 s, the
+# backend restarted every minute; reports errors by cause, RSS and open fds.
+soak: setup
+	@command -v nginx >/dev/null && command -v h2load >/dev/null \
+	  || (apt-get update -qq && apt-get install -y -qq nginx nghttp2-client)
+	cargo build --release -p wasmgate
+	cargo build --release --target wasm32-wasip1 -p secret-header
+	python3 tests/bench/soak.py

@@ -184,13 +184,16 @@ http {{
     return conf
 
 
-def nginx_proxy_conf(workdir: Path, port: int, h2_port: int, backend: int) -> Path:
-    conf = workdir / "nginx-proxy.conf"
+def nginx_proxy_conf(workdir: Path, port: int, h2_port: int, backend: int, log: bool = False) -> Path:
+    name = "nginx-proxy-log" if log else "nginx-proxy"
+    # nginx's default `combined` format to a file, buffered as production configurations do.
+    access = f"access_log {workdir}/{name}.access combined buffer=64k flush=1s" if log else "access_log off"
+    conf = workdir / f"{name}.conf"
     conf.write_text(f"""
-worker_processes 1; daemon off; pid {workdir}/proxy.pid; error_log {workdir}/proxy.err;
+worker_processes 1; daemon off; pid {workdir}/{name}.pid; error_log {workdir}/{name}.err;
 events {{ worker_connections 4096; }}
 http {{
-  access_log off; keepalive_requests 1000000;
+  {access}; keepalive_requests 1000000;
   upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 1000000; }}
   server {{
     listen 127.0.0.1:{port};
@@ -266,7 +269,8 @@ static_resources:
     return conf
 
 
-def wasmgate_conf(workdir: Path, name: str, port: int, admin: int, backend: int, wasm: bool, cache: Path) -> Path:
+def wasmgate_conf(workdir: Path, name: str, port: int, admin: int, backend: int, wasm: bool, cache: Path,
+                  log: bool = False) -> Path:
     filters = ""
     if wasm:
         filters = f"""
@@ -280,7 +284,7 @@ def wasmgate_conf(workdir: Path, name: str, port: int, admin: int, backend: int,
     conf.write_text(f"""
 workers: 1
 module_cache: {cache}
-access_log: {{ disabled: true }}   # as the nginx and Envoy targets: no access log
+access_log: {{ disabled: {"false" if log else "true"} }}   # off as the nginx and Envoy targets, unless a `+ log` target
 listeners:
   - address: 127.0.0.1:{port}
 admin:
@@ -406,6 +410,9 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--out", type=Path, default=ROOT / "target/bench/results.json")
     ap.add_argument("--readme", action="store_true", help="rewrite the results table in BENCHMARKS.md")
+    ap.add_argument("--only", default=None,
+                    help="a regular expression: run only the targets whose name matches it")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory figures (memory.py)")
     ap.add_argument("--baseline", type=Path, default=None,
                     help="another wasmgate binary (an earlier build) to run side by side, "
                          "with and without the filter, as `baseline ...` targets")
@@ -434,23 +441,29 @@ def main() -> int:
     targets.append(Target("backend (direct)", p, [], client_headers=auth, h2_port=backend_h2))
     builds = [("", WASMGATE)] + ([("baseline ", args.baseline)] if args.baseline else [])
     for prefix, binary in builds:
-        for name, wasm in (("wasmgate (no filter)", False), ("wasmgate + wasm", True)):
+        for name, wasm, log in (("wasmgate (no filter)", False, False), ("wasmgate + wasm", True, False),
+                                ("wasmgate + wasm + log", True, True)):
             name = prefix + name
             port, admin = free_port(), free_port()
-            conf = wasmgate_conf(workdir, name.replace(" ", "-").replace("(", "").replace(")", ""),
-                                 port, admin, backend_port, wasm, cache)
+            conf = wasmgate_conf(workdir, re.sub(r"[^a-z0-9]+", "-", name), port, admin, backend_port, wasm,
+                                 cache, log)
+            # The access log is an `info` event: `+ log` targets run at `info`, the others
+            # at `warn` (whose access log is off anyway). Logs go to a file in the workdir.
             targets.append(t(name, [str(binary), "run", "--config", str(conf)], port,
-                             {"BENCH_TOKEN": SECRET, "RUST_LOG": "warn"}, f"http://127.0.0.1:{admin}/ready",
-                             None if wasm else auth))
+                             {"BENCH_TOKEN": SECRET, "RUST_LOG": "info" if log else "warn"},
+                             f"http://127.0.0.1:{admin}/ready", None if wasm else auth))
     for name, wasm in (("envoy + wasm (V8)", True), ("envoy native", False)):
         port, admin = free_port(), free_port()
         conf = envoy_conf(workdir, "envoy-wasm" if wasm else "envoy-native", port, admin, backend_port, wasm)
         targets.append(t(name, ["envoy", "-c", str(conf), "--concurrency", "1", "-l", "error",
                                 "--base-id", str(port)], port, {"BENCH_TOKEN": SECRET}))
-    port, h2 = free_port(), free_port()
-    nginx = t("nginx proxy_set_header", ["nginx", "-c", str(nginx_proxy_conf(workdir, port, h2, backend_port))], port)
-    nginx.h2_port = h2
-    targets.append(nginx)
+    for name, log in (("nginx proxy_set_header", False), ("nginx proxy_set_header + log", True)):
+        port, h2 = free_port(), free_port()
+        nginx = t(name, ["nginx", "-c", str(nginx_proxy_conf(workdir, port, h2, backend_port, log))], port)
+        nginx.h2_port = h2
+        targets.append(nginx)
+    if args.only:
+        targets = [tg for tg in targets if re.search(args.only, tg.name)]
 
     results: dict[str, dict[str, list[dict]]] = {tg.name: {"http1": [], "h2": []} for tg in targets}
     try:
@@ -493,16 +506,24 @@ def main() -> int:
                     idle[tg.name] = idle_connection_rss(tg)
                 except OSError as e:
                     idle[tg.name] = f"failed: {e}"
+        for tg in targets:
+            tg.stop()
+        # Where wasmgate's memory goes (tests/bench/memory.py), against the same backend.
+        memory_figures = {}
+        if not args.no_memory:
+            import memory  # noqa: PLC0415  (same directory; it imports this module)
+            memory_figures = memory.measure(WASMGATE, backend_port, workdir)
     finally:
         for tg in targets:
             tg.stop()
         os.killpg(backend.pid, signal.SIGTERM)
         backend.wait(10)
 
-    startup = startup_times(workdir, backend_port) if True else {}
+    startup = startup_times(workdir, backend_port)
 
     summary = summarize(results, peak, idle, args)
     summary["startup_ms"] = startup
+    summary["memory"] = memory_figures
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"raw": results, "summary": summary}, indent=2))
     table = render(summary)
@@ -543,6 +564,9 @@ PAIRS = {
     "CPU, wasmgate + wasm / Envoy + wasm": ("wasmgate + wasm", "envoy + wasm (V8)", "cpu_us", "over"),
     "p99, wasmgate + wasm / nginx": ("wasmgate + wasm", "nginx proxy_set_header", "p99_us", "over"),
     "p99, wasmgate + wasm / Envoy + wasm": ("wasmgate + wasm", "envoy + wasm (V8)", "p99_us", "over"),
+    "access log cost, CPU µs/req (wasmgate + wasm + log − wasmgate + wasm)": ("wasmgate + wasm + log", "wasmgate + wasm", "cpu_us", "minus"),
+    "access log cost, CPU µs/req (nginx + log − nginx)": ("nginx proxy_set_header + log", "nginx proxy_set_header", "cpu_us", "minus"),
+    "CPU, wasmgate + wasm + log / nginx + log": ("wasmgate + wasm + log", "nginx proxy_set_header + log", "cpu_us", "over"),
     # With --baseline: this build against the earlier one.
     "CPU µs/req, wasmgate + wasm − baseline": ("wasmgate + wasm", "baseline wasmgate + wasm", "cpu_us", "minus"),
     "CPU µs/req, wasmgate − baseline (no filter)": ("wasmgate (no filter)", "baseline wasmgate (no filter)", "cpu_us", "minus"),
@@ -592,7 +616,7 @@ def render(s: dict) -> str:
             cells = []
             for proto in ("http1", "h2"):
                 v = pairs.get(proto, {}).get(label)
-                fmt = "{:.1f}" if label.startswith("filter") or "−" in label else "{:.2f}"
+                fmt = "{:.1f}" if "µs" in label or "−" in label else "{:.2f}"
                 cells.append(f"{fmt.format(v['median'])} ({fmt.format(v['min'])}–{fmt.format(v['max'])})"
                              if v else "-")
             if cells != ["-", "-"]:
@@ -603,6 +627,10 @@ def render(s: dict) -> str:
         idle = t.get("idle_1000_rss_kib")
         idle_s = f"{idle / 1024:.1f}" if isinstance(idle, int) else (idle or "-")
         lines.append(f"| {name} | {(t['peak_rss_kib'] or 0) / 1024:.1f} | {idle_s} |")
+    if s.get("memory"):
+        import memory  # noqa: PLC0415
+        lines += ["", "**Memory** (`tests/bench/memory.py`: RSS from `/proc`, THP = `AnonHugePages`)", "",
+                  memory.render(s["memory"])]
     st = s.get("startup_ms") or {}
     if st:
         lines += ["", f"wasmgate start-up to ready with the filter: cold module cache {st.get('cold', 0):.0f} ms, "

@@ -161,3 +161,77 @@ routes:
     );
     Ok(())
 }
+
+/// The access log leaves the request path through a writer thread (issue
+/// 16): lines are batched, but a clean stop (SIGTERM) writes every one of
+/// them, and `/metrics` counts none dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_access_log_line_is_written_before_a_clean_stop() -> anyhow::Result<()> {
+    const N: usize = 300;
+    let backend = backend::start().await?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("gw.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+admin: {{ address: "127.0.0.1:0" }}
+listeners: [{{ address: "127.0.0.1:0" }}]
+upstreams: {{ backend: {{ url: "{}" }} }}
+routes:
+  - name: api
+    match: {{}}
+    upstream: backend
+"#,
+            backend.url()
+        ),
+    )?;
+    let mut process = tokio::task::spawn_blocking(move || Process::run(&path, &[])).await??;
+    for i in 0..N {
+        let r = get(process.addr, "a", &format!("/line/{i}"), &[]).await?;
+        assert_eq!(r.status, 200);
+    }
+    let (_, metrics) = admin_get(process.admin.expect("admin"), "/metrics").await?;
+    assert!(
+        metrics.contains("wasmgate_access_log_dropped_lines_total 0"),
+        "{metrics}"
+    );
+    // Stop at once: most lines are still in the workers' buffers.
+    process.signal("TERM")?;
+    let process = tokio::task::spawn_blocking(move || {
+        let code = process.wait();
+        (process, code)
+    })
+    .await?;
+    let (process, code) = process;
+    assert_eq!(code?, Some(0));
+    // The last lines may still be on their way through the log capture.
+    let count = |logs: &[String]| {
+        let mut seen: Vec<usize> = logs
+            .iter()
+            .filter(|l| l.contains(" access: request "))
+            .filter_map(|l| {
+                l.split("path=\"/line/")
+                    .nth(1)?
+                    .split('"')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        seen.sort_unstable();
+        seen
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while count(&process.logs()).len() < N && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let logs = process.logs();
+    assert_eq!(
+        count(&logs),
+        (0..N).collect::<Vec<_>>(),
+        "{}",
+        logs.join("\n")
+    );
+    Ok(())
+}

@@ -15,7 +15,6 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sha2::{Digest, Sha256};
 use wasmtime::{Engine, Module};
 
 /// A directory of compiled modules for one engine configuration.
@@ -37,19 +36,20 @@ impl ModuleCache {
         })
     }
 
-    fn path_for(&self, bytes: &[u8]) -> PathBuf {
-        let digest = Sha256::digest(bytes);
+    fn path_for(&self, digest: &[u8; 32]) -> PathBuf {
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         self.dir.join(format!("{hex}-{}.cwasm", self.engine_tag))
     }
 
-    /// The compiled module for `bytes`, from the cache or freshly compiled (and then stored).
+    /// The compiled module for `bytes` (whose SHA-256 is `digest`), from the cache or freshly
+    /// compiled (and then stored).
     pub(crate) fn load_or_compile(
         &self,
         engine: &Engine,
         bytes: &[u8],
+        digest: &[u8; 32],
     ) -> wasmtime::Result<Module> {
-        let path = self.path_for(bytes);
+        let path = self.path_for(digest);
         if let Ok(data) = std::fs::read(&path) {
             // SAFETY: the bytes were written by `store` below from `Module::serialize`, into a
             // directory the operator trusts like the binary (see module docs). wasmtime checks
@@ -102,13 +102,14 @@ mod tests {
         let engine = Engine::default();
         let cache = ModuleCache::new(&dir, &engine).unwrap();
         let wat = br#"(module (func (export "f") (result i32) (i32.const 7)))"#;
-        cache.load_or_compile(&engine, wat).unwrap();
+        let digest = crate::modules::digest(wat);
+        cache.load_or_compile(&engine, wat, &digest).unwrap();
         let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
         assert_eq!(files.len(), 1, "exactly one entry, no temporary files left");
         let path = files[0].path();
         let written = std::fs::metadata(&path).unwrap().modified().unwrap();
 
-        let module = cache.load_or_compile(&engine, wat).unwrap();
+        let module = cache.load_or_compile(&engine, wat, &digest).unwrap();
         assert!(module.get_export("f").is_some());
         assert_eq!(
             std::fs::metadata(&path).unwrap().modified().unwrap(),
@@ -117,7 +118,7 @@ mod tests {
 
         // A corrupt entry is recompiled and replaced, not trusted.
         std::fs::write(&path, b"garbage").unwrap();
-        let module = cache.load_or_compile(&engine, wat).unwrap();
+        let module = cache.load_or_compile(&engine, wat, &digest).unwrap();
         assert!(module.get_export("f").is_some());
         assert_ne!(std::fs::read(&path).unwrap(), b"garbage");
         let _ = std::fs::remove_dir_all(&dir);

@@ -78,6 +78,7 @@ pub mod limits;
 pub mod logs;
 mod memory;
 pub mod metrics;
+mod modules;
 pub mod plugin;
 pub mod properties;
 pub mod runtime;

@@ -4,15 +4,15 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use wasmtime::{ExternType, InstancePre, Module, ValType};
+use wasmtime::{ExternType, Module, ValType};
 
 use crate::deadline::Deadline;
 use crate::error::LoadError;
 use crate::limits::Limits;
 use crate::metrics::{MetricSample, MetricsRegistry};
+use crate::modules::Compiled;
 use crate::runtime::Runtime;
 use crate::shared::SharedState;
-use crate::state::HostState;
 use crate::vm::Vm;
 
 /// Where the module's bytes come from.
@@ -106,9 +106,8 @@ pub struct Plugin {
 pub(crate) struct PluginInner {
     pub(crate) runtime: Runtime,
     pub(crate) shared: Arc<PluginShared>,
-    pub(crate) pre: InstancePre<HostState>,
-    pub(crate) abi: AbiVersion,
-    pub(crate) allocator: &'static str,
+    /// The module, shared with every plugin of the same bytes (`crate::modules`).
+    pub(crate) compiled: Arc<Compiled>,
     pub(crate) deadline: Deadline,
 }
 
@@ -117,7 +116,7 @@ impl std::fmt::Debug for Plugin {
         f.debug_struct("Plugin")
             .field("name", &self.name())
             .field("module", &self.inner.shared.module)
-            .field("abi", &self.inner.abi)
+            .field("abi", &self.inner.compiled.abi)
             .finish_non_exhaustive()
     }
 }
@@ -126,39 +125,49 @@ impl Plugin {
     pub(crate) fn load(runtime: Runtime, spec: PluginSpec) -> Result<Plugin, LoadError> {
         let plugin = spec.name.clone();
         let module_name = spec.wasm.describe();
-        let engine = &runtime.inner.engine;
-        let compile = |bytes: &[u8]| {
-            let compiled = match &runtime.inner.cache {
-                Some(cache) => cache.load_or_compile(engine, bytes),
-                None => Module::new(engine, bytes),
-            };
-            compiled.map_err(|e| LoadError::Compile {
-                plugin: plugin.clone(),
-                module: module_name.clone(),
-                reason: format!("{e:#}"),
-            })
-        };
-        let module = match &spec.wasm {
+        let file;
+        let bytes: &[u8] = match &spec.wasm {
             WasmSource::File(path) => {
-                let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+                file = std::fs::read(path).map_err(|source| LoadError::Read {
                     plugin: plugin.clone(),
                     module: module_name.clone(),
                     source,
                 })?;
-                compile(&bytes)?
+                &file
             }
-            WasmSource::Bytes { bytes, .. } => compile(bytes)?,
+            WasmSource::Bytes { bytes, .. } => bytes,
         };
-        let (abi, allocator) = validate_exports(&module, &plugin, &module_name)?;
-        let pre = runtime
-            .inner
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| LoadError::Link {
+        // The same bytes on many routes (or again after a reload): compiled, linked and
+        // mapped once.
+        let digest = crate::modules::digest(bytes);
+        let compiled = runtime.inner.modules.get_or_build(digest, || {
+            let engine = &runtime.inner.engine;
+            let compiled = match &runtime.inner.cache {
+                Some(cache) => cache.load_or_compile(engine, bytes, &digest),
+                None => Module::new(engine, bytes),
+            };
+            let module = compiled.map_err(|e| LoadError::Compile {
                 plugin: plugin.clone(),
                 module: module_name.clone(),
                 reason: format!("{e:#}"),
             })?;
+            let (abi, allocator) = validate_exports(&module, &plugin, &module_name)?;
+            let pre =
+                runtime
+                    .inner
+                    .linker
+                    .instantiate_pre(&module)
+                    .map_err(|e| LoadError::Link {
+                        plugin: plugin.clone(),
+                        module: module_name.clone(),
+                        reason: format!("{e:#}"),
+                    })?;
+            Ok(Compiled {
+                pre,
+                abi,
+                allocator,
+            })
+        })?;
         let deadline = runtime.deadline_for(spec.limits.callback_deadline);
         let shared = Arc::new(PluginShared {
             name: Arc::from(spec.name.as_str()),
@@ -171,9 +180,7 @@ impl Plugin {
             inner: Arc::new(PluginInner {
                 runtime,
                 shared,
-                pre,
-                abi,
-                allocator,
+                compiled,
                 deadline,
             }),
         };
@@ -194,7 +201,7 @@ impl Plugin {
 
     /// The ABI version the module declared.
     pub fn abi_version(&self) -> AbiVersion {
-        self.inner.abi
+        self.inner.compiled.abi
     }
 
     /// The runtime that loaded it.

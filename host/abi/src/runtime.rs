@@ -12,6 +12,7 @@ use wasmtime::{Engine, Linker, Module};
 use crate::cache::ModuleCache;
 use crate::deadline::Deadline;
 use crate::error::LoadError;
+use crate::modules::Modules;
 use crate::plugin::{Plugin, PluginSpec};
 use crate::shared::{SetOutcome, SharedState};
 use crate::state::HostState;
@@ -45,6 +46,8 @@ pub(crate) struct RuntimeInner {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<HostState>,
     pub(crate) cache: Option<ModuleCache>,
+    /// Compiled modules by the SHA-256 of their bytes, shared by every plugin of the same bytes.
+    pub(crate) modules: Modules,
     pub(crate) shared: Arc<SharedState>,
     pub(crate) config: RuntimeConfig,
     /// Calls a stream's last three callbacks in one entry (`crate::vm::end`).
@@ -84,6 +87,10 @@ impl Runtime {
         if std::env::var_os("WASMGATE_PERFMAP").is_some_and(|v| v == "1") {
             wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
+        // Compile on the loading thread: a pool of compiler threads would keep its stacks and
+        // allocator heaps (the compiler's transient tens of MB) for the life of the process,
+        // for a one-time saving at load (the module cache makes restarts skip compilation).
+        wasm.parallel_compilation(false);
         let engine = Engine::new(&wasm).map_err(|e| engine_err("engine", &e))?;
         let cache = match &config.cache_dir {
             Some(dir) => Some(ModuleCache::new(dir, &engine).map_err(|e| {
@@ -111,6 +118,7 @@ impl Runtime {
                 engine,
                 linker,
                 cache,
+                modules: Modules::default(),
                 shared: Arc::new(SharedState::default()),
                 config,
                 sequencer,

@@ -124,5 +124,23 @@ mod upstream;
 mod watchdog;
 mod worker;
 
+pub use access_log::writer as access_log_writer;
 pub use config::{Config, ConfigErrors};
 pub use start::{Gateway, GatewayHandle, StartError, check};
+
+static AFTER_LOAD: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what runs on the loading thread after each configuration load (at
+/// start and on every reload), once the modules are compiled: the binary
+/// hands the compiler's freed heap back to the OS there (`mi_collect`).
+/// Once only; later calls change nothing.
+pub fn set_after_load(f: fn()) {
+    let _ = AFTER_LOAD.set(f);
+}
+
+/// Runs the hook [`set_after_load`] set, if any.
+pub(crate) fn after_load() {
+    if let Some(f) = AFTER_LOAD.get() {
+        f();
+    }
+}

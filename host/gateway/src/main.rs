@@ -15,6 +15,16 @@ use wasmgate::{Config, Gateway, config::LogFormat, demo};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// After a configuration load: the module compiler's transient heap (tens of
+/// MB for a 200 KB module) is free by now, but mimalloc would return it to
+/// the OS only on later allocator activity of this thread, and a loading
+/// thread goes idle. Collect it now.
+fn release_freed_memory() {
+    // SAFETY: `mi_collect` has no preconditions; it only frees pages that
+    // hold no live allocation.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
 #[derive(Parser)]
 #[command(version, about = "API gateway that runs proxy-wasm filters per route")]
 struct Cli {
@@ -50,9 +60,18 @@ fn init_logs(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    // The access log leaves the request path: one writer thread writes the
+    // workers' batches of lines (the same text as the subscriber's). Colours
+    // on a terminal keep the subscriber's path.
+    if !ansi
+        && let Err(e) = wasmgate::access_log_writer::install(format, Box::new(std::io::stderr()))
+    {
+        eprintln!("access log writer: {e}; logging through the subscriber");
+    }
 }
 
 fn main() -> ExitCode {
+    wasmgate::set_after_load(release_freed_memory);
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { config }) => check(&config),

@@ -10,7 +10,8 @@
 //! `wasmgate_route_request_duration_seconds{route}` (histogram),
 //! `wasmgate_upstream_*_total{upstream}`, `wasmgate_endpoint_*{upstream,endpoint}`
 //! (upstreams with several endpoints or retries), `wasmgate_filter_failures_total{filter}`,
-//! `wasmgate_filter_vm_replaced_total{filter}`, and each filter-defined metric
+//! `wasmgate_filter_vm_replaced_total{filter}`,
+//! `wasmgate_access_log_dropped_lines_total`, and each filter-defined metric
 //! as `wasmgate_wasm_<name>{filter}`.
 
 use std::{
@@ -294,6 +295,12 @@ impl Collector for StatsCollector {
             "wasmgate_reload_failures",
             "Configuration reloads rejected",
             &[(vec![], failed)],
+        )?;
+        counter(
+            &mut enc,
+            "wasmgate_access_log_dropped_lines",
+            "Access log lines dropped because the writer could not keep up",
+            &[(vec![], crate::access_log::writer::dropped_lines())],
         )?;
 
         let upstreams = snapshot(&self.stats.upstreams);

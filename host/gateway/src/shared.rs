@@ -70,7 +70,9 @@ impl Shared {
             {
                 tracing::warn!("listener changes take effect only after a restart");
             }
-            Snapshot::build(c, &self.runtime, &self.stats)
+            let built = Snapshot::build(c, &self.runtime, &self.stats);
+            crate::after_load();
+            built
         });
         match result {
             Ok(snapshot) => {

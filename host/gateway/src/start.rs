@@ -98,7 +98,9 @@ fn start(config: Config, config_path: Option<PathBuf>) -> Result<GatewayHandle, 
     let workers = config
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
-    let snapshot = Snapshot::build(config, &runtime, &stats)?;
+    let snapshot = Snapshot::build(config, &runtime, &stats);
+    crate::after_load();
+    let snapshot = snapshot?;
     for warning in &snapshot.warnings {
         tracing::warn!("{warning}");
     }
@@ -245,6 +247,11 @@ impl GatewayHandle {
         self.begin_shutdown();
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        // Every worker has handed its access log lines over: wait until
+        // they are written (a clean stop loses none).
+        if !crate::access_log::writer::flush(std::time::Duration::from_secs(10)) {
+            tracing::warn!("access log: not every line could be written before the stop");
         }
     }
 

@@ -46,6 +46,8 @@ pub fn spawn(
             runtime.block_on(run(sockets, shared, stop));
             // Connections still open after the drain are cut here.
             runtime.shutdown_timeout(Duration::from_millis(100));
+            // The access log lines this worker still holds.
+            crate::access_log::writer::flush_local();
         })
 }
 
@@ -78,6 +80,10 @@ async fn run(
     // Filter timers, queues and root-context http calls of this worker.
     loops.push(tokio::spawn(crate::chain::timers::run(
         shared.clone(),
+        stop.clone(),
+    )));
+    // This worker's access log lines go to the writer at least this often.
+    loops.push(tokio::spawn(crate::access_log::writer::flush_periodically(
         stop.clone(),
     )));
     // Wait for the stop signal (or the handle being dropped).

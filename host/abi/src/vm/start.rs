@@ -70,7 +70,7 @@ impl Vm {
         store.epoch_deadline_callback(crate::deadline::on_epoch_deadline);
         store.set_epoch_deadline(inner.deadline.window_ticks);
 
-        let instance = inner.pre.instantiate(&mut store).map_err(|e| {
+        let instance = inner.compiled.pre.instantiate(&mut store).map_err(|e| {
             let reason = if store.data().limiter.oom {
                 format!(
                     "initial memory exceeds the limit of {} bytes",
@@ -93,7 +93,7 @@ impl Vm {
                     module: shared.module.clone(),
                 })?;
         let alloc = instance
-            .get_typed_func::<i32, i32>(&mut store, inner.allocator)
+            .get_typed_func::<i32, i32>(&mut store, inner.compiled.allocator)
             .map_err(|_| LoadError::MissingAllocator {
                 plugin: spec.name.clone(),
                 module: shared.module.clone(),
