@@ -59,8 +59,8 @@ fn check_reports_each_broken_configuration() -> anyhow::Result<()> {
     let cases: Vec<(&str, String, Vec<&str>)> = vec![
         (
             "unknown-key.yaml",
-            good().replace("timeout: 30s", "timeout: 30s, retries: 3"),
-            vec!["unknown-key.yaml: line 5", "unknown field `retries`"],
+            good().replace("timeout: 30s", "timeout: 30s, retry: 3"),
+            vec!["unknown-key.yaml: line 5", "unknown field `retry`"],
         ),
         (
             "bad-duration.yaml",
