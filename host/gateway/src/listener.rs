@@ -134,7 +134,10 @@ async fn serve(
         // times (it boxes only above 16 KB itself): one allocation is
         // cheaper than those copies (callgrind).
         let service = service_fn(move |req: Request<Incoming>| {
-            Box::pin(counted(in_flight.clone(), call(req.map(RequestBody::Incoming))))
+            Box::pin(counted(
+                in_flight.clone(),
+                call(req.map(RequestBody::Incoming)),
+            ))
         });
         let io = TokioIo::new(io);
         let connection = if http1_only {
