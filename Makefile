@@ -38,6 +38,8 @@ bench: setup
 	cargo build --release --target wasm32-wasip1 -p secret-header
 	cargo bench -p wasmgate-abi
 	python3 tests/bench/bench.py --readme
+	python3 tests/bench/routes.py
+	python3 tests/bench/tls.py
 
 # Soak (issue 16; not part of `make test`): SOAK_SECONDS (default 600) of mixed
 # HTTP/1.1 and HTTP/2 traffic, 1 % to a trapping filter, a reload every 10 s, the
