@@ -6,6 +6,7 @@
 //! - [`config`]: gateway configurations built rather than pasted (upstreams, routes, filters).
 //! - [`backend`]: a real echo backend (HTTP/1.1 + h2c) that records what it received.
 //! - [`envoy`]: a real Envoy started from the rendered `envoy-example/envoy.yaml`.
+//! - [`endpoints`]: helpers for the tests of upstreams with several endpoints.
 //! - [`diff`]: the differential suite (Envoy and wasmgate side by side): scenarios and runner.
 //! - [`raw`]: a raw-socket backend that answers with scripted bytes and records what it received.
 //! - [`serve`]: the accept loop, connection serving and client exchange the servers and clients share.
@@ -17,6 +18,7 @@
 pub mod backend;
 pub mod config;
 pub mod diff;
+pub mod endpoints;
 pub mod envoy;
 pub mod gateway;
 pub mod raw;

@@ -27,43 +27,11 @@ use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, task::JoinHandle};
 use wasmgate_tests::{
     backend::{self, Backend},
-    gateway::{self, Client, TestGateway, get, send},
+    endpoints::{PATIENCE, endpoints, start, status_of},
+    gateway::{Client, TestGateway, get, send},
     raw::{RawBackend, Step},
     serve::{accept_each, serve_http},
 };
-
-/// Generous bound for anything that waits on the gateway's background work.
-const PATIENCE: Duration = Duration::from_secs(10);
-
-/// A gateway with one route to upstream `svc`, given its YAML body.
-fn start(upstream: &str) -> anyhow::Result<TestGateway> {
-    gateway::start(&format!(
-        r#"
-admin: {{ address: "127.0.0.1:0" }}
-listeners: [{{ address: "127.0.0.1:0" }}]
-workers: 2
-upstreams:
-  svc:
-{upstream}
-routes:
-  - {{ name: all, match: {{}}, upstream: svc }}
-"#
-    ))
-}
-
-/// `endpoints: [...]` for these backends.
-fn endpoints(addrs: &[SocketAddr]) -> String {
-    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
-    format!("    endpoints: [{}]", urls.join(", "))
-}
-
-/// GET `path`; the status (0 when the request failed altogether).
-async fn status_of(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> u16 {
-    match get(addr, "svc.test", path, headers).await {
-        Ok(reply) => reply.status.as_u16(),
-        Err(_) => 0,
-    }
-}
 
 /// An admin page's text.
 async fn admin(gw: &TestGateway, path: &str) -> anyhow::Result<String> {

@@ -14,42 +14,10 @@ use http_body_util::Full;
 use tokio::net::TcpListener;
 use wasmgate_tests::{
     backend,
-    gateway::{self, Client, TestGateway, get, send},
+    endpoints::{PATIENCE, endpoints, start, status_of},
+    gateway::{self, Client, get, send},
     raw::{RawBackend, Step, send as bytes},
 };
-
-/// Generous bound for anything that waits on the gateway's background work.
-const PATIENCE: Duration = Duration::from_secs(10);
-
-/// A gateway with one route to upstream `svc`, given its YAML body.
-fn start(upstream: &str) -> anyhow::Result<TestGateway> {
-    gateway::start(&format!(
-        r#"
-admin: {{ address: "127.0.0.1:0" }}
-listeners: [{{ address: "127.0.0.1:0" }}]
-workers: 2
-upstreams:
-  svc:
-{upstream}
-routes:
-  - {{ name: all, match: {{}}, upstream: svc }}
-"#
-    ))
-}
-
-/// `endpoints: [...]` for these backends.
-fn endpoints(addrs: &[SocketAddr]) -> String {
-    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
-    format!("    endpoints: [{}]", urls.join(", "))
-}
-
-/// GET `path`; the status (0 when the request failed altogether).
-async fn status_of(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> u16 {
-    match get(addr, "svc.test", path, headers).await {
-        Ok(reply) => reply.status.as_u16(),
-        Err(_) => 0,
-    }
-}
 
 /// A POST with this body.
 async fn post(addr: SocketAddr, body: &str) -> anyhow::Result<u16> {
