@@ -153,11 +153,13 @@ def main() -> int:
                                start_new_session=True)
     bench.wait_http(f"http://127.0.0.1:{admin}/ready")
 
-    # 100 URIs per client, used in turn: 1 trapping, 49 through the filter, 50 plain.
+    # 100 URIs per client, used in turn: 1 trapping, then the filter's and the plain route's
+    # alternately (49 and 50). Interleaved: the clients walk the list in step, and a list in
+    # two halves put every backend restart in the same half (the plain route saw none).
     uris = workdir / "uris.txt"
     base = f"http://127.0.0.1:{port}"
-    uris.write_text("\n".join([f"{base}/trap/x"] + [f"{base}/filter/{i}" for i in range(49)]
-                              + [f"{base}/plain/{i}" for i in range(50)]) + "\n")
+    mixed = [u for i in range(50) for u in (f"{base}/filter/{i}", f"{base}/plain/{i}")][:-2]
+    uris.write_text("\n".join([f"{base}/trap/x", *mixed, f"{base}/plain/49"]) + "\n")
     load = []
     for proto, clients, extra in (("http1", 8, ["--h1"]), ("h2", 4, ["-m", "4"])):
         load.append((proto, subprocess.Popen(
