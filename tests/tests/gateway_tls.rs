@@ -1,12 +1,16 @@
 //! TLS on both sides, with certificates made at test time: HTTPS listeners
 //! (HTTP/1.1 and HTTP/2 by ALPN), https upstreams verified against `tls.ca`
-//! (refused when the chain or the name does not verify), and mTLS.
+//! (refused when the chain or the name does not verify), mTLS, and
+//! session resumption by tickets on the listener.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
+use anyhow::Context;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
+use rustls::{HandshakeKind, ProtocolVersion, pki_types::ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmgate_tests::{
     backend,
     gateway::{self, Client, get, secret_header, send},
@@ -219,6 +223,97 @@ async fn https_upstream_can_be_held_to_http1() -> anyhow::Result<()> {
     assert_eq!(
         seen[0].request.header("authorization"),
         Some("Bearer upstream-secret")
+    );
+    Ok(())
+}
+
+/// One HTTP/1.1 request on a new TLS connection made with `config` (whose
+/// session store carries sessions from one connection to the next): how
+/// the handshake went, and the answer's status line.
+async fn connect_once(
+    addr: std::net::SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+) -> anyhow::Result<(HandshakeKind, ProtocolVersion, String)> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let mut tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(ServerName::try_from("gw.test")?, tcp)
+        .await?;
+    let (kind, version) = {
+        let session = tls.get_ref().1;
+        (
+            session.handshake_kind().context("handshake kind")?,
+            session.protocol_version().context("protocol version")?,
+        )
+    };
+    tls.write_all(b"GET /resume HTTP/1.1\r\nhost: gw.test\r\nconnection: close\r\n\r\n")
+        .await?;
+    // Reading to the end also takes in the TLS 1.3 tickets sent after the handshake.
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, tls.read_to_end(&mut answer)).await??;
+    let answer = String::from_utf8_lossy(&answer);
+    Ok((
+        kind,
+        version,
+        answer.lines().next().unwrap_or("").to_owned(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listener_resumes_sessions_by_ticket() -> anyhow::Result<()> {
+    let pki = Pki::new("listener CA");
+    let server = pki.issue("gw", &["gw.test"]);
+    let backend = backend::start().await?;
+    let yaml = format!(
+        r#"
+workers: 2
+listeners:
+  - address: 127.0.0.1:0
+    tls: {{ cert: "{}", key: "{}" }}
+upstreams: {{ backend: {{ url: "{}" }} }}
+routes: [{{ name: api, match: {{}}, upstream: backend }}]
+"#,
+        server.cert.display(),
+        server.key.display(),
+        backend.url(),
+    );
+    let gw = gateway::start(&yaml)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[version])?
+            .with_root_certificates(pki.roots())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = Arc::new(config);
+        let first = connect_once(gw.addr(), &config).await?;
+        assert_eq!(first.0, HandshakeKind::Full);
+        assert_eq!(first.1, version.version);
+        assert!(first.2.starts_with("HTTP/1.1 200"), "{}", first.2);
+        // Both workers accept: whichever takes the next connections, the
+        // ticket opens there.
+        for _ in 0..4 {
+            let again = connect_once(gw.addr(), &config).await?;
+            assert_eq!(again.0, HandshakeKind::Resumed, "{:?}", version.version);
+            assert!(again.2.starts_with("HTTP/1.1 200"), "{}", again.2);
+        }
+    }
+    // More clients than the 256-entry session cache a rustls server keeps
+    // by default (two TLS 1.3 tickets each): the first client's ticket
+    // still opens, since the session travels in the ticket.
+    let first = pki.client_config(None, &[b"http/1.1"]);
+    assert_eq!(
+        connect_once(gw.addr(), &first).await?.0,
+        HandshakeKind::Full
+    );
+    for _ in 0..200 {
+        let other = pki.client_config(None, &[b"http/1.1"]);
+        let (kind, _, status) = connect_once(gw.addr(), &other).await?;
+        assert_eq!(kind, HandshakeKind::Full);
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    }
+    assert_eq!(
+        connect_once(gw.addr(), &first).await?.0,
+        HandshakeKind::Resumed
     );
     Ok(())
 }
