@@ -1,8 +1,9 @@
 //! Accepting and serving client connections: HTTP/1.1 and HTTP/2 (h2c by
 //! prior knowledge, or over TLS with ALPN `h2`/`http/1.1`), with the
 //! limits from the configuration applied to every connection. A plain-TCP
-//! connection starts on the lean HTTP/1.1 path (`listener/h1.rs`), which hands it to
-//! hyper at the first request it does not serve itself.
+//! connection, or a TLS one that did not choose `h2` by ALPN, starts on the
+//! lean HTTP/1.1 path (`listener/h1.rs`), which hands it to hyper at the
+//! first request it does not serve itself.
 
 use std::{sync::Arc, time::Duration};
 
@@ -158,24 +159,12 @@ async fn serve(
                 hyper_serves(Box::new(CountedIo::new(tcp, activity.clone())), false).await
             }
             None => {
-                // The lean HTTP/1.1 path first; hyper takes over at the
-                // first request it does not serve (h1.rs).
-                let mut io = CountedIo::new(tcp, activity.clone());
-                let handed = match h1::serve(
-                    &mut io,
-                    max_headers,
-                    max_head_bytes,
-                    &mut stop,
-                    &activity,
-                    &call,
-                )
-                .await
-                {
-                    h1::Ended::Closed => return Ok(()),
-                    h1::Ended::HandOff { read, served } => (read, served),
-                };
-                io.unread(handed.0);
-                hyper_serves(Box::new(io), handed.1).await
+                let io = CountedIo::new(tcp, activity.clone());
+                let limits = (max_headers, max_head_bytes);
+                match lean_first(io, limits, &mut stop, &activity, &call, false).await {
+                    Some((io, served)) => hyper_serves(Box::new(io), served).await,
+                    None => Ok(()),
+                }
             }
             Some(acceptor) => {
                 let stream = match tokio::time::timeout(header_read, acceptor.accept(tcp)).await {
@@ -197,7 +186,18 @@ async fn serve(
                         return Ok(());
                     }
                 };
-                hyper_serves(Box::new(CountedIo::new(stream, activity.clone())), false).await
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                let io = CountedIo::new(stream, activity.clone());
+                if h2 || !crate::lean::enabled() {
+                    return hyper_serves(Box::new(io), false).await;
+                }
+                // HTTP/1.1 by ALPN, or no ALPN (an HTTP/2 preface still
+                // goes to hyper, as on plain TCP).
+                let limits = (max_headers, max_head_bytes);
+                match lean_first(io, limits, &mut stop, &activity, &call, true).await {
+                    Some((io, served)) => hyper_serves(Box::new(io), served).await,
+                    None => Ok(()),
+                }
             }
         }
     };
@@ -215,6 +215,38 @@ async fn serve(
     };
     if let Err(e) = result {
         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Serves `io` on the lean HTTP/1.1 path (h1.rs) until it closes (`None`)
+/// or hands over: then the bytes read are put back, and the connection and
+/// whether requests were served on it are hyper's. With `shutdown` (TLS) a
+/// closing connection is shut down first, which sends `close_notify`, as
+/// hyper does.
+async fn lean_first<T, S, F>(
+    mut io: CountedIo<T>,
+    (max_headers, max_head_bytes): (usize, usize),
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    activity: &Arc<Activity>,
+    call: &S,
+    shutdown: bool,
+) -> Option<(CountedIo<T>, bool)>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: Fn(Request<RequestBody>) -> F,
+    F: Future<Output = Result<http::Response<crate::body::Body>, crate::error::StreamReset>>,
+{
+    match h1::serve(&mut io, max_headers, max_head_bytes, stop, activity, call).await {
+        h1::Ended::Closed => {
+            if shutdown {
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+            }
+            None
+        }
+        h1::Ended::HandOff { read, served } => {
+            io.unread(read);
+            Some((io, served))
+        }
     }
 }
 

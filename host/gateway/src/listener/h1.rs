@@ -1,4 +1,5 @@
-//! The lean HTTP/1.1 server path: plain-TCP client connections start here.
+//! The lean HTTP/1.1 server path: plain-TCP client connections start here,
+//! and TLS ones that did not choose HTTP/2 by ALPN.
 //!
 //! Most requests a gateway sees are bodiless HTTP/1.1 requests on a
 //! keep-alive connection. This loop reads and answers those itself, in the
@@ -106,6 +107,7 @@ where
                     }
                     Parsed::Invalid => {
                         let _ = io.write_all(BAD_REQUEST).await;
+                        let _ = io.flush().await;
                         return Ended::Closed;
                     }
                 }
@@ -158,7 +160,7 @@ async fn write_response<IO: AsyncWrite + Unpin>(
     let (parts, mut body) = response.into_parts();
     let (framing, keep_alive) = response::encode(out, &parts, &body, head_request, keep_alive);
     if framing == Framing::None {
-        io.write_all(out).await?;
+        flush(io, out).await?;
         return Ok(keep_alive);
     }
     let mut written = 0u64;
@@ -232,12 +234,14 @@ async fn put_data<IO: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Writes what `out` holds, and flushes: a TLS stream may still hold
+/// records the socket did not take (on plain TCP flushing is a no-op).
 async fn flush<IO: AsyncWrite + Unpin>(io: &mut IO, out: &mut Vec<u8>) -> io::Result<()> {
     if !out.is_empty() {
         io.write_all(out).await?;
         out.clear();
     }
-    Ok(())
+    io.flush().await
 }
 
 /// Polls the body once: its next frame if it has one ready.
