@@ -210,7 +210,18 @@ http {{
     return conf
 
 
-def envoy_conf(workdir: Path, name: str, port: int, admin: int, backend: int, wasm: bool) -> Path:
+@dataclass
+class EnvoyTls:
+    """HTTPS on both of Envoy's hops: the listener presents cert/key (ALPN h2 and http/1.1), the
+    backend is reached over TLS verified against ca for the name sni."""
+    cert: Path
+    key: Path
+    ca: Path
+    sni: str = "localhost"
+
+
+def envoy_conf(workdir: Path, name: str, port: int, admin: int, backend: int, wasm: bool,
+               tls: EnvoyTls | None = None) -> Path:
     if wasm:
         http_filters = f"""
           - name: envoy.filters.http.wasm
@@ -232,6 +243,28 @@ def envoy_conf(workdir: Path, name: str, port: int, admin: int, backend: int, wa
                 request_headers_to_add:
                   - header: {{ key: authorization, value: "Bearer {SECRET}" }}
                     append_action: OVERWRITE_IF_EXISTS_OR_ADD"""
+    downstream_tls = upstream_tls = ""
+    if tls:
+        downstream_tls = f"""
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: [h2, http/1.1]
+            tls_certificates:
+            - certificate_chain: {{ filename: "{tls.cert}" }}
+              private_key: {{ filename: "{tls.key}" }}"""
+        upstream_tls = f"""
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: {tls.sni}
+        common_tls_context:
+          validation_context:
+            trusted_ca: {{ filename: "{tls.ca}" }}
+            match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: {tls.sni} }} }}]"""
     conf = workdir / f"{name}.yaml"
     conf.write_text(f"""
 admin:
@@ -256,7 +289,7 @@ static_resources:
           http_filters:{http_filters}
           - name: envoy.filters.http.router
             typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router{downstream_tls}
   clusters:
   - name: backend
     type: STATIC
@@ -264,9 +297,14 @@ static_resources:
       cluster_name: backend
       endpoints:
       - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {backend} }} }} }}
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {backend} }} }} }}{upstream_tls}
 """)
     return conf
+
+
+def envoy_cmd(conf: Path, base_id: int) -> list[str]:
+    """Envoy on one worker thread; base_id keeps several Envoys' shared memory apart."""
+    return ["envoy", "-c", str(conf), "--concurrency", "1", "-l", "error", "--base-id", str(base_id)]
 
 
 def wasmgate_conf(workdir: Path, name: str, port: int, admin: int, backend: int, wasm: bool, cache: Path,
@@ -455,8 +493,7 @@ def main() -> int:
     for name, wasm in (("envoy + wasm (V8)", True), ("envoy native", False)):
         port, admin = free_port(), free_port()
         conf = envoy_conf(workdir, "envoy-wasm" if wasm else "envoy-native", port, admin, backend_port, wasm)
-        targets.append(t(name, ["envoy", "-c", str(conf), "--concurrency", "1", "-l", "error",
-                                "--base-id", str(port)], port, {"BENCH_TOKEN": SECRET}))
+        targets.append(t(name, envoy_cmd(conf, port), port, {"BENCH_TOKEN": SECRET}))
     for name, log in (("nginx proxy_set_header", False), ("nginx proxy_set_header + log", True)):
         port, h2 = free_port(), free_port()
         nginx = t(name, ["nginx", "-c", str(nginx_proxy_conf(workdir, port, h2, backend_port, log))], port)
