@@ -5,23 +5,23 @@
 //! Base64 is written out here rather than pulled in as a crate: it is forty lines, and the
 //! filter only ever encodes 32-byte digests and decodes keys and signatures.
 
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+mod sha256;
 
 /// A SHA-256 digest or an HMAC-SHA256 tag.
 pub type Digest32 = [u8; 32];
 
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> Digest32 {
-    Sha256::digest(data).into()
+    sha256::finish(sha256::INITIAL, 0, data)
 }
 
 /// HMAC-SHA256 of `data` under `key` (RFC 2104; any key length).
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Digest32 {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
-    mac.update(data);
-    mac.finalize().into_bytes().into()
+    HmacKey::new(key.to_vec()).tag(data)
 }
+
+/// The block size of SHA-256, which HMAC pads the key to.
+const BLOCK: usize = 64;
 
 /// An HMAC-SHA256 key with its inner and outer pads already hashed (at configure time):
 /// each tag then costs the message's blocks and one more, not two more. Compared by its
@@ -29,21 +29,39 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Digest32 {
 #[derive(Clone)]
 pub struct HmacKey {
     raw: Vec<u8>,
-    mac: Hmac<Sha256>,
+    /// The SHA-256 state after the block `key ^ ipad`.
+    inner: [u32; 8],
+    /// The SHA-256 state after the block `key ^ opad`.
+    outer: [u32; 8],
 }
 
 impl HmacKey {
-    /// Prepares `key` (any length).
+    /// Prepares `key` (any length: one longer than a block is hashed first, RFC 2104 §2).
     pub fn new(key: Vec<u8>) -> Self {
-        let mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC accepts any key length");
-        Self { raw: key, mac }
+        let mut block = [0u8; BLOCK];
+        if key.len() > BLOCK {
+            block[..32].copy_from_slice(&sha256(&key));
+        } else {
+            block[..key.len()].copy_from_slice(&key);
+        }
+        let pad = |byte: u8| {
+            let mut padded = block;
+            padded.iter_mut().for_each(|b| *b ^= byte);
+            let mut state = sha256::INITIAL;
+            sha256::compress(&mut state, &padded);
+            state
+        };
+        Self {
+            inner: pad(0x36),
+            outer: pad(0x5c),
+            raw: key,
+        }
     }
 
     /// HMAC-SHA256 of `data` under this key; the same as [`hmac_sha256`].
     pub fn tag(&self, data: &[u8]) -> Digest32 {
-        let mut mac = self.mac.clone();
-        mac.update(data);
-        mac.finalize().into_bytes().into()
+        let inner = sha256::finish(self.inner, BLOCK as u64, data);
+        sha256::finish(self.outer, BLOCK as u64, &inner)
     }
 }
 
@@ -89,31 +107,49 @@ const DECODE: [u8; 256] = {
 
 /// Standard base64 with padding.
 pub fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    base64_encode_into(data, &mut out);
-    out
+    let mut out = Vec::with_capacity(data.len().div_ceil(3) * 4);
+    base64_encode_to_vec(data, &mut out);
+    // Every byte is from the alphabet or `=`: ASCII.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Standard base64 with padding, appended to `out`.
-pub fn base64_encode_into(data: &[u8], out: &mut String) {
-    let mut quad = [b'='; 4];
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for (i, c) in quad.iter_mut().enumerate() {
-            *c = if i <= chunk.len() {
-                ALPHABET[(n >> (18 - 6 * i)) as usize & 63]
-            } else {
-                b'='
-            };
-        }
-        // Every byte is from the alphabet or `=`: ASCII.
-        out.push_str(std::str::from_utf8(&quad).unwrap_or_default());
+pub fn base64_encode_to_vec(data: &[u8], out: &mut Vec<u8>) {
+    let symbol = |n: u32, shift: u32| ALPHABET[(n >> shift) as usize & 63];
+    out.reserve(data.len().div_ceil(3) * 4);
+    let mut chunks = data.chunks_exact(3);
+    for chunk in &mut chunks {
+        let n = u32::from(chunk[0]) << 16 | u32::from(chunk[1]) << 8 | u32::from(chunk[2]);
+        out.extend_from_slice(&[symbol(n, 18), symbol(n, 12), symbol(n, 6), symbol(n, 0)]);
     }
+    match *chunks.remainder() {
+        [a] => {
+            let n = u32::from(a) << 16;
+            out.extend_from_slice(&[symbol(n, 18), symbol(n, 12), b'=', b'=']);
+        }
+        [a, b] => {
+            let n = u32::from(a) << 16 | u32::from(b) << 8;
+            out.extend_from_slice(&[symbol(n, 18), symbol(n, 12), symbol(n, 6), b'=']);
+        }
+        _ => {}
+    }
+}
+
+/// Standard base64 of a digest (what [`base64_encode`] gives, in a fixed-size array: no
+/// allocation, no length checks).
+pub fn base64_digest(digest: &Digest32) -> [u8; 44] {
+    let symbol = |n: u32, shift: u32| ALPHABET[(n >> shift) as usize & 63];
+    let mut out = [b'='; 44];
+    for (quad, chunk) in out.chunks_exact_mut(4).zip(digest.chunks(3)) {
+        let b = |i: usize| chunk.get(i).copied().map_or(0, u32::from);
+        let n = b(0) << 16 | b(1) << 8 | b(2);
+        // The last chunk has two bytes: three symbols and the padding already there.
+        let symbols = chunk.len() + 1;
+        for (i, c) in quad.iter_mut().enumerate().take(symbols) {
+            *c = symbol(n, 18 - 6 * i as u32);
+        }
+    }
+    out
 }
 
 /// Standard base64. Padding is optional but, when present, must be right; whitespace and the
@@ -175,6 +211,17 @@ mod tests {
     }
 
     #[test]
+    fn base64_of_a_digest_is_base64() {
+        for data in [&b""[..], b"a", b"abc"] {
+            let digest = sha256(data);
+            assert_eq!(
+                base64_digest(&digest).to_vec(),
+                base64_encode(&digest).into_bytes()
+            );
+        }
+    }
+
+    #[test]
     fn base64_refuses_junk() {
         for bad in ["Zg=", "Z", "Zm9v Yg==", "Zm-v", "Zh==", "=", "Zm9v===="] {
             assert_eq!(base64_decode(bad), None, "{bad:?}");
@@ -191,6 +238,44 @@ mod tests {
                 0x75, 0xc7, 0x5a, 0x00, 0x3f, 0x08, 0x9d, 0x27, 0x39, 0x83, 0x9d, 0xec, 0x58, 0xb9,
                 0x64, 0xec, 0x38, 0x43
             ])
+        );
+    }
+
+    #[test]
+    fn sha256_and_hmac_match_the_reference_crates_at_every_length() {
+        use hmac::{Hmac, Mac};
+        use sha2::Digest as _;
+        let data: Vec<u8> = (0..400u32).map(|i| (i * 7 + 3) as u8).collect();
+        let keys: [&[u8]; 4] = [b"0123456789abcdef", &[0xaa; 64], &[0x0b; 65], &data[..131]];
+        for len in 0..=data.len() {
+            let message = &data[..len];
+            let expected: [u8; 32] = sha2::Sha256::digest(message).into();
+            assert_eq!(sha256(message), expected, "sha256 of {len} bytes");
+            for key in keys {
+                let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+                mac.update(message);
+                let expected: [u8; 32] = mac.finalize().into_bytes().into();
+                assert_eq!(hmac_sha256(key, message), expected, "hmac of {len} bytes");
+            }
+        }
+    }
+
+    #[test]
+    fn sha256_matches_fips_180_vectors() {
+        let hex = |d: Digest32| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(
+            hex(sha256(b"")),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            hex(sha256(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            hex(sha256(
+                b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
+            )),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
         );
     }
 

@@ -26,6 +26,7 @@
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod serialized_map;
 pub mod sfv;
 pub mod sign;
 pub mod signature_base;
@@ -38,12 +39,12 @@ mod wiring {
     use crate::config::Plan;
     use crate::crypto::{self, Digest32};
     use crate::transform::{self, Headers};
-    use crate::{sign, verify, verify_signature};
+    use crate::{serialized_map, sign, verify, verify_signature};
     use proxy_wasm::hostcalls;
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
     use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+    use std::cell::RefCell;
     use std::rc::Rc;
-    use std::time::UNIX_EPOCH;
 
     proxy_wasm::main! {{
         proxy_wasm::set_log_level(LogLevel::Info);
@@ -59,6 +60,8 @@ mod wiring {
     struct Shared {
         plan: Plan,
         metrics: Metrics,
+        /// Where `sign` builds its values (one request runs at a time in a VM).
+        sign_buffers: RefCell<sign::Buffers>,
     }
 
     /// Counter ids by name, defined once per configuration (a host hands back the same id
@@ -106,7 +109,11 @@ mod wiring {
                     if plan.sign.is_some() {
                         metrics.define([sign::SIGNED_METRIC]);
                     }
-                    self.shared = Some(Rc::new(Shared { plan, metrics }));
+                    self.shared = Some(Rc::new(Shared {
+                        plan,
+                        metrics,
+                        sign_buffers: RefCell::default(),
+                    }));
                     true
                 }
                 Err(e) => {
@@ -199,7 +206,7 @@ mod wiring {
                     self.sign_at_end = true;
                 } else {
                     let body: &[u8] = b"";
-                    self.sign(signer, signer.content_digest.then_some(body), metrics);
+                    self.sign(&shared, signer, signer.content_digest.then_some(body));
                 }
             }
             if self.body_digest.is_some() || self.sign_at_end {
@@ -229,11 +236,16 @@ mod wiring {
     }
 
     impl Request {
-        /// The Unix time in seconds, from the host's clock.
+        /// The Unix time in seconds, from the host's clock (the hostcall itself: the SDK's
+        /// `get_current_time` goes through `SystemTime` arithmetic on every request).
         fn now(&self) -> u64 {
-            self.get_current_time()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
+            let mut nanos = 0u64;
+            // SAFETY: the host writes one u64 into `nanos`, which outlives the call.
+            let status = unsafe { proxy_get_current_time_nanoseconds(&mut nanos) };
+            if status != 0 {
+                return 0;
+            }
+            nanos / 1_000_000_000
         }
 
         /// The whole body has arrived: check its digest, then sign, then let it go.
@@ -257,15 +269,33 @@ mod wiring {
             if std::mem::take(&mut self.sign_at_end)
                 && let Some(signer) = &shared.plan.sign
             {
-                self.sign(signer, Some(&body), metrics);
+                self.sign(&shared, signer, Some(&body));
             }
             Action::Continue
         }
 
-        fn sign(&self, signer: &sign::Sign, body: Option<&[u8]>, metrics: &Metrics) {
+        /// Signs the request: its headers read in one hostcall, the values built in the
+        /// plugin's buffers.
+        fn sign(&self, shared: &Shared, signer: &sign::Sign, body: Option<&[u8]>) {
             let nonce = signer.nonce.then(random_nonce);
-            signer.apply(&mut HostHeaders(self), body, self.now(), nonce.as_deref());
-            metrics.increment(sign::SIGNED_METRIC);
+            let nonce = nonce.as_deref();
+            let created = self.now();
+            let mut fresh = sign::Buffers::default();
+            let mut reused = shared.sign_buffers.try_borrow_mut();
+            let buffers = reused.as_deref_mut().unwrap_or(&mut fresh);
+            let map = request_header_map();
+            let mut headers = HostHeaders(self);
+            match serialized_map::pairs(&map) {
+                Some(pairs) => {
+                    signer.apply_to(&mut headers, pairs, body, created, nonce, buffers);
+                }
+                None => {
+                    let pairs = self.get_http_request_headers_bytes();
+                    let pairs = pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_slice()));
+                    signer.apply_to(&mut headers, pairs, body, created, nonce, buffers);
+                }
+            }
+            shared.metrics.increment(sign::SIGNED_METRIC);
         }
 
         /// The one answer every rejection gets: 401, a challenge, and a body that says nothing.
@@ -279,6 +309,30 @@ mod wiring {
                 ],
                 Some(verify::REJECTION_BODY),
             );
+        }
+    }
+
+    #[link(wasm_import_module = "env")]
+    unsafe extern "C" {
+        fn proxy_get_header_map_pairs(map_type: u32, data: *mut *mut u8, size: *mut usize) -> u32;
+        fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
+    }
+
+    /// The request's header map as the host serializes it (see [`serialized_map`]); empty
+    /// when the host has none to give.
+    fn request_header_map() -> Vec<u8> {
+        const HTTP_REQUEST_HEADERS: u32 = 0;
+        let (mut data, mut size) = (std::ptr::null_mut(), 0);
+        // SAFETY: the host writes a pointer and a size into the two locals; the pointer is null
+        // or from `proxy_on_memory_allocate(size)` (the SDK's allocator: a boxed slice of
+        // `size` bytes, which the host has filled), so this Vec owns exactly that allocation,
+        // as the SDK's own readers take it.
+        unsafe {
+            let status = proxy_get_header_map_pairs(HTTP_REQUEST_HEADERS, &mut data, &mut size);
+            if status != 0 || data.is_null() {
+                return Vec::new();
+            }
+            Vec::from_raw_parts(data, size, size)
         }
     }
 
@@ -327,6 +381,10 @@ mod wiring {
 
         fn add(&mut self, name: &str, value: &[u8]) {
             self.0.add_http_request_header_bytes(name, value);
+        }
+
+        fn replace(&mut self, name: &str, value: &[u8]) {
+            self.0.set_http_request_header_bytes(name, Some(value));
         }
 
         fn pairs(&self) -> Vec<(String, Vec<u8>)> {

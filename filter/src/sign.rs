@@ -27,8 +27,7 @@
 use crate::config::{self, Env};
 use crate::crypto;
 use crate::error::{ConfigError, Problem};
-use crate::sfv;
-use crate::signature_base::{self, Component, Message};
+use crate::signature_base::{Component, Message, same_name};
 use crate::transform::Headers;
 use serde_json::Value;
 
@@ -58,6 +57,14 @@ pub struct Sign {
     pub nonce: bool,
     /// `;keyid="…";alg="hmac-sha256"`, the parameters that never change, serialized once.
     fixed_params: String,
+    /// Each component's `"<id>": `, the start of its line in the base.
+    line_starts: Vec<Vec<u8>>,
+    /// `wasmgate=(<every component>);created=`: the start of `Signature-Input` when the
+    /// request has every covered component (always, with derived components only).
+    input_start: Vec<u8>,
+    /// Whether a covered component is an HTTP field (read from the whole list, where
+    /// derived components only need the pseudo-headers).
+    covers_fields: bool,
 }
 
 /// The key is never printed.
@@ -120,6 +127,16 @@ impl Sign {
         // A key id is validated printable ASCII without `"` and `\\`: quoting it is the
         // RFC 8941 string serialization.
         let fixed_params = format!(";keyid=\"{key_id}\";alg=\"{ALG}\"");
+        let line_starts = components
+            .iter()
+            .map(|c| format!("\"{}\": ", c.id()).into_bytes())
+            .collect();
+        let ids: Vec<String> = components
+            .iter()
+            .map(|c| format!("\"{}\"", c.id()))
+            .collect();
+        let input_start = format!("{LABEL}=({});created=", ids.join(" ")).into_bytes();
+        let covers_fields = components.iter().any(|c| matches!(c, Component::Field(_)));
         Ok(Sign {
             key_id,
             key: crypto::HmacKey::new(key),
@@ -127,16 +144,18 @@ impl Sign {
             content_digest,
             nonce,
             fixed_params,
+            line_starts,
+            input_start,
+            covers_fields,
         })
     }
 
-    /// Signs a request: removes client-sent signature headers, adds `Content-Digest` of
-    /// `body` when configured (pass `Some(b"")` for a bodiless request), then
-    /// `Signature-Input` and `Signature`. `created` is the Unix time in seconds.
+    /// Signs a request: adds `Content-Digest` of `body` when configured (pass `Some(b"")` for
+    /// a bodiless request), then `Signature-Input` and `Signature`, each replacing every
+    /// client-sent copy. `created` is the Unix time in seconds.
     ///
-    /// Only what the signature covers is read: the pseudo-headers the derived components
-    /// come from, one by one, and the whole header list only when an HTTP field (other than
-    /// the `Content-Digest` written here) is covered.
+    /// Reads the whole header list ([`Headers::pairs`]); the filter calls [`Sign::apply_to`]
+    /// with a list it has already read.
     pub fn apply(
         &self,
         headers: &mut impl Headers,
@@ -144,124 +163,235 @@ impl Sign {
         created: u64,
         nonce: Option<&str>,
     ) {
-        headers.remove("signature");
-        headers.remove("signature-input");
-        let mut digest = None;
-        if self.content_digest {
-            let value = content_digest(body.unwrap_or_default());
-            headers.remove("content-digest");
-            headers.add("content-digest", value.as_bytes());
-            digest = Some(value);
-        }
-        let (input, signature) = if self.covers_client_fields() {
-            self.signature(Message(&headers.pairs()), created, nonce)
-        } else {
-            let mut pairs: Vec<(&str, Vec<u8>)> = Vec::with_capacity(PSEUDO_HEADERS.len() + 1);
-            for name in PSEUDO_HEADERS {
-                if self.components.iter().any(|c| reads(c, name))
-                    && let Some(value) = headers.first(name)
-                {
-                    pairs.push((name, value));
-                }
-            }
-            if let Some(value) = digest {
-                pairs.push(("content-digest", value.into_bytes()));
-            }
-            self.signature(Message(&pairs), created, nonce)
-        };
-        headers.add("signature-input", input.as_bytes());
-        headers.add("signature", signature.as_bytes());
+        let current = headers.pairs();
+        let pairs = current.iter().map(|(n, v)| (n.as_bytes(), v.as_slice()));
+        let mut buffers = Buffers::default();
+        self.apply_to(headers, pairs, body, created, nonce, &mut buffers);
     }
 
-    /// Whether a covered HTTP field comes from the client (not the digest written here).
-    fn covers_client_fields(&self) -> bool {
-        self.components.iter().any(|c| match c {
-            Component::Field(name) => !(self.content_digest && name == "content-digest"),
-            _ => false,
-        })
+    /// [`Sign::apply`] for a request whose header list, as it is now, is `current` (iterated
+    /// once, twice when an HTTP field is covered); the values are built in `buffers`, reused
+    /// from request to request.
+    ///
+    /// The signature covers the request as if the client's `Signature`, `Signature-Input`
+    /// (and, with `content_digest`, `Content-Digest`) had been removed first and this
+    /// filter's `Content-Digest` added: a covered field of one of those names reads as
+    /// absent, or as the digest written here. Then each field is written with one
+    /// [`Headers::replace`] when the request carries at most one copy of it, which every
+    /// host's replace leaves as exactly one; with two copies or more, with a remove and an
+    /// add, as a host whose replace overwrote only the first copy would let the others through.
+    pub fn apply_to<'h>(
+        &self,
+        headers: &mut impl Headers,
+        current: impl Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
+        body: Option<&[u8]>,
+        created: u64,
+        nonce: Option<&str>,
+        buffers: &mut Buffers,
+    ) {
+        // One pass: the first copy of each pseudo-header, and how many copies the request
+        // carries of each field written here.
+        let mut pseudo: [(&[u8], &[u8]); PSEUDO_HEADERS.len()] = [(b"", b""); 4];
+        let mut found = 0;
+        let mut copies = [0usize; WRITTEN.len()];
+        for (name, value) in current.clone() {
+            if let Some(i) = position(&PSEUDO_HEADERS, name) {
+                if !pseudo[..found].iter().any(|(n, _)| *n == PSEUDO_HEADERS[i]) {
+                    pseudo[found] = (PSEUDO_HEADERS[i], value);
+                    found += 1;
+                }
+            } else if let Some(i) = position(&WRITTEN, name) {
+                copies[i] += 1;
+            }
+        }
+        // Out of `buffers` while the view below borrows it (moved, not copied).
+        let mut digest_value = std::mem::take(&mut buffers.digest);
+        digest_value.clear();
+        if self.content_digest {
+            write_content_digest(body.unwrap_or_default(), &mut digest_value);
+        }
+        let digest = self.content_digest.then_some(digest_value.as_slice());
+        if self.covers_fields {
+            // The list as the signature sees it: without the fields written here, and
+            // with this filter's digest.
+            let written = |name: &[u8]| match position(&WRITTEN, name) {
+                Some(i) => WRITTEN[i] != b"content-digest" || self.content_digest,
+                None => false,
+            };
+            let mut view: Vec<(&[u8], &[u8])> = current.filter(|(n, _)| !written(n)).collect();
+            if let Some(digest) = digest {
+                view.push((b"content-digest", digest));
+            }
+            self.write_signature(Message(&view), created, nonce, buffers);
+        } else {
+            // Derived components only: they come from the pseudo-headers.
+            self.write_signature(Message(&pseudo[..found]), created, nonce, buffers);
+        }
+        let mut set = |i: usize, value: &[u8]| {
+            let name = WRITTEN_NAMES[i];
+            if copies[i] > 1 {
+                headers.remove(name);
+                headers.add(name, value);
+            } else {
+                headers.replace(name, value);
+            }
+        };
+        if let Some(digest) = digest {
+            set(2, digest);
+        }
+        set(1, &buffers.input);
+        set(0, &buffers.signature);
+        buffers.digest = digest_value;
     }
 
     /// The `Signature-Input` and `Signature` values for `message` (pure: the known-answer
-    /// tests call it directly). The base and the parameters are written in one pass, into
-    /// two buffers: a request is signed with a handful of allocations.
-    pub fn signature<N: AsRef<str>>(
+    /// tests call it directly).
+    pub fn signature<N: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
-        message: Message<'_, N>,
+        message: Message<'_, N, V>,
         created: u64,
         nonce: Option<&str>,
     ) -> (String, String) {
-        let mut base = Vec::with_capacity(256);
-        let mut input = String::with_capacity(160);
-        input.push_str(LABEL);
-        input.push_str("=(");
-        let mut covered = 0;
-        for component in &self.components {
-            // A field the request lacks is left out of what this request's signature covers.
-            if signature_base::write_line(message, component, &mut base) {
-                if covered > 0 {
-                    input.push(' ');
-                }
-                // Identifiers are lower-case tokens or `@` names: quoting is serializing.
-                input.push('"');
-                input.push_str(component.id());
-                input.push('"');
-                covered += 1;
+        let mut buffers = Buffers::default();
+        self.write_signature(message, created, nonce, &mut buffers);
+        let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("ASCII");
+        (text(buffers.input), text(buffers.signature))
+    }
+
+    /// Writes the `Signature-Input` and `Signature` values for `message` into
+    /// `buffers.input` and `buffers.signature`, building the base in `buffers.base`, all in
+    /// one pass.
+    fn write_signature<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        message: Message<'_, N, V>,
+        created: u64,
+        nonce: Option<&str>,
+        buffers: &mut Buffers,
+    ) {
+        let Buffers {
+            base,
+            input,
+            signature,
+            ..
+        } = buffers;
+        base.clear();
+        input.clear();
+        signature.clear();
+        let mut missing = false;
+        for (component, start) in self.components.iter().zip(&self.line_starts) {
+            let mark = base.len();
+            base.extend_from_slice(start);
+            if message.write_value(component, base) {
+                base.push(b'\n');
+            } else {
+                // A field the request lacks is left out of what this request's signature
+                // covers.
+                base.truncate(mark);
+                missing = true;
             }
         }
-        input.push_str(");created=");
-        push_decimal(created.min(i64::MAX as u64), &mut input);
-        input.push_str(&self.fixed_params);
+        if missing {
+            input.extend_from_slice(LABEL.as_bytes());
+            input.extend_from_slice(b"=(");
+            let mut covered = 0;
+            for component in &self.components {
+                if message.has(component) {
+                    if covered > 0 {
+                        input.push(b' ');
+                    }
+                    // Identifiers are lower-case tokens or `@` names: quoting is serializing.
+                    input.push(b'"');
+                    input.extend_from_slice(component.id().as_bytes());
+                    input.push(b'"');
+                    covered += 1;
+                }
+            }
+            input.extend_from_slice(b");created=");
+        } else {
+            input.extend_from_slice(&self.input_start);
+        }
+        push_decimal(created.min(i64::MAX as u64), input);
+        input.extend_from_slice(self.fixed_params.as_bytes());
         if let Some(nonce) = nonce {
-            input.push_str(";nonce=");
-            sfv::serialize_string(nonce, &mut input);
+            input.extend_from_slice(b";nonce=");
+            // RFC 8941 string serialization, as `sfv::serialize_string` (byte by byte: the
+            // escaped characters are ASCII).
+            input.push(b'"');
+            for b in nonce.bytes() {
+                if b == b'"' || b == b'\\' {
+                    input.push(b'\\');
+                }
+                input.push(b);
+            }
+            input.push(b'"');
         }
         let signature_params = &input[LABEL.len() + 1..];
         base.extend_from_slice(b"\"@signature-params\": ");
-        base.extend_from_slice(signature_params.as_bytes());
-        let tag = self.key.tag(&base);
-        let mut signature = String::with_capacity(LABEL.len() + 48);
-        signature.push_str(LABEL);
-        signature.push_str("=:");
-        crypto::base64_encode_into(&tag, &mut signature);
-        signature.push(':');
-        (input, signature)
+        base.extend_from_slice(signature_params);
+        let tag = self.key.tag(base);
+        signature.extend_from_slice(LABEL.as_bytes());
+        signature.extend_from_slice(b"=:");
+        signature.extend_from_slice(&crypto::base64_digest(&tag));
+        signature.push(b':');
     }
-}
-
-/// Appends `n` in decimal (without `fmt`'s machinery: this runs on every signed request).
-fn push_decimal(mut n: u64, out: &mut String) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// The pseudo-headers derived components are read from.
-const PSEUDO_HEADERS: [&str; 4] = [":method", ":scheme", ":authority", ":path"];
+const PSEUDO_HEADERS: [&[u8]; 4] = [b":method", b":scheme", b":authority", b":path"];
 
-/// Whether `component`'s value is read from the pseudo-header `name`.
-fn reads(component: &Component, name: &str) -> bool {
-    match component {
-        Component::Method => name == ":method",
-        Component::Scheme => name == ":scheme",
-        // The scheme decides which default port `@authority` drops.
-        Component::Authority => name == ":authority" || name == ":scheme",
-        Component::Path | Component::Query | Component::RequestTarget => name == ":path",
-        Component::TargetUri => name != ":method",
-        Component::Field(_) => false,
-    }
+/// The fields `sign` writes, as [`position`] matches them.
+const WRITTEN: [&[u8]; 3] = [b"signature", b"signature-input", b"content-digest"];
+
+/// [`WRITTEN`], as the names written.
+const WRITTEN_NAMES: [&str; 3] = ["signature", "signature-input", "content-digest"];
+
+/// Where `name` is in `names` (without regard to case).
+#[inline(always)]
+fn position<const N: usize>(names: &[&[u8]; N], name: &[u8]) -> Option<usize> {
+    names.iter().position(|n| same_name(name, n))
 }
 
-/// `Content-Digest` (RFC 9530) of `body` with SHA-256.
-pub fn content_digest(body: &[u8]) -> String {
-    format!("sha-256=:{}:", crypto::base64_encode(&crypto::sha256(body)))
+/// The buffers a signature is built in, kept from one request to the next.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    /// The signature base.
+    base: Vec<u8>,
+    /// The `Signature-Input` value.
+    input: Vec<u8>,
+    /// The `Signature` value.
+    signature: Vec<u8>,
+    /// The `Content-Digest` value.
+    digest: Vec<u8>,
+}
+
+/// Appends `n` in decimal (without `fmt`'s machinery: this runs on every signed request;
+/// 32-bit divisions while the number fits, which wasm does by multiplying).
+fn push_decimal(n: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut high = n;
+    while u32::try_from(high).is_err() {
+        at -= 1;
+        digits[at] = b'0' + (high % 10) as u8;
+        high /= 10;
+    }
+    let mut low = high as u32;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (low % 10) as u8;
+        low /= 10;
+        if low == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Appends the `Content-Digest` (RFC 9530) of `body` with SHA-256 to `out`.
+fn write_content_digest(body: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"sha-256=:");
+    out.extend_from_slice(&crypto::base64_digest(&crypto::sha256(body)));
+    out.push(b':');
 }
 
 /// A key id: printable ASCII without `"` and `\`, 1 to 100 characters, so that it is written

@@ -98,32 +98,48 @@ fn is_lower_tchar(c: u8) -> bool {
     (c.is_ascii_alphanumeric() && !c.is_ascii_uppercase()) || b"!#$%&'*+-.^_`|~".contains(&c)
 }
 
-/// A request as the signature sees it: its header list, pseudo-headers included. Names are
-/// owned strings when the list is the host's whole map, static ones when the signer fetched
-/// only the pseudo-headers it covers.
+/// A request as the signature sees it: its header list, pseudo-headers included. Names and
+/// values are owned when the list was copied out of the host (`String`, `Vec<u8>`), or
+/// slices of the serialized map the host handed over.
 #[derive(Debug)]
-pub struct Message<'a, N = String>(pub &'a [(N, Vec<u8>)]);
+pub struct Message<'a, N = String, V = Vec<u8>>(pub &'a [(N, V)]);
 
-impl<N> Clone for Message<'_, N> {
+impl<N, V> Clone for Message<'_, N, V> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<N> Copy for Message<'_, N> {}
+impl<N, V> Copy for Message<'_, N, V> {}
 
-impl<N: AsRef<str>> Message<'_, N> {
+impl<N: AsRef<[u8]>, V: AsRef<[u8]>> Message<'_, N, V> {
     fn first(&self, name: &str) -> Option<&[u8]> {
         self.0
             .iter()
-            .find(|(n, _)| n.as_ref().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+            .find(|(n, _)| same_name(n.as_ref(), name.as_bytes()))
+            .map(|(_, v)| v.as_ref())
     }
 
     /// The value of `component` in this request, or `None` when the request lacks it.
     pub fn value(&self, component: &Component) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         self.write_value(component, &mut out).then_some(out)
+    }
+
+    /// Whether the request has `component`.
+    pub fn has(&self, component: &Component) -> bool {
+        match component {
+            Component::Method => self.first(":method").is_some(),
+            Component::Scheme => self.first(":scheme").is_some(),
+            Component::Authority => self.first(":authority").is_some(),
+            Component::RequestTarget | Component::Path | Component::Query => {
+                self.first(":path").is_some()
+            }
+            Component::TargetUri => [":scheme", ":authority", ":path"]
+                .iter()
+                .all(|name| self.first(name).is_some()),
+            Component::Field(name) => self.first(name).is_some(),
+        }
     }
 
     /// Appends the value of `component` to `out`; `false` (and `out` unchanged) when the
@@ -175,8 +191,8 @@ impl<N: AsRef<str>> Message<'_, N> {
                 let mut lines = self
                     .0
                     .iter()
-                    .filter(|(n, _)| n.as_ref().eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v.trim_ascii());
+                    .filter(|(n, _)| same_name(n.as_ref(), name.as_bytes()))
+                    .map(|(_, v)| v.as_ref().trim_ascii());
                 let Some(first) = lines.next() else {
                     return false;
                 };
@@ -219,6 +235,13 @@ impl<N: AsRef<str>> Message<'_, N> {
     }
 }
 
+/// Whether two field names are the same (without regard to case; hosts hand names over in
+/// lower case, so the exact comparison, of a known length once inlined, nearly always decides).
+#[inline(always)]
+pub fn same_name(name: &[u8], known: &[u8]) -> bool {
+    name.len() == known.len() && (name == known || name.eq_ignore_ascii_case(known))
+}
+
 /// Appends `bytes` in ASCII lower case.
 fn push_lower(bytes: &[u8], out: &mut Vec<u8>) {
     let start = out.len();
@@ -231,8 +254,8 @@ fn push_lower(bytes: &[u8], out: &mut Vec<u8>) {
 ///
 /// # Errors
 /// The component the request lacks.
-pub fn build<'c, N: AsRef<str>>(
-    message: Message<'_, N>,
+pub fn build<'c, N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    message: Message<'_, N, V>,
     components: &'c [Component],
     signature_params: &str,
 ) -> Result<Vec<u8>, &'c Component> {
@@ -249,8 +272,8 @@ pub fn build<'c, N: AsRef<str>>(
 
 /// Appends the base's line for `component` (`"<id>": <value>` and a newline); `false`, with
 /// `base` unchanged, when the request lacks the component.
-pub fn write_line<N: AsRef<str>>(
-    message: Message<'_, N>,
+pub fn write_line<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    message: Message<'_, N, V>,
     component: &Component,
     base: &mut Vec<u8>,
 ) -> bool {

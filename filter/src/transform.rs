@@ -29,6 +29,10 @@ pub trait Headers {
     fn remove(&mut self, name: &str);
     /// Adds one more copy of `name`.
     fn add(&mut self, name: &str, value: &[u8]);
+    /// Sets `name` to `value` in one call (proxy-wasm's replace): leaves exactly one copy
+    /// when there was at most one. What it does to a second copy is the host's (Envoy and
+    /// wasmgate drop it): callers that must not keep one remove first.
+    fn replace(&mut self, name: &str, value: &[u8]);
     /// Every header, pseudo-headers included, in order (what a signature covers).
     fn pairs(&self) -> Vec<(String, Vec<u8>)>;
 }
@@ -114,6 +118,26 @@ impl Headers for HeaderList {
 
     fn add(&mut self, name: &str, value: &[u8]) {
         self.0.push((name.to_owned(), value.to_vec()));
+    }
+
+    /// As wasmgate's host: overwrites the first copy in place and drops the others, or
+    /// appends.
+    fn replace(&mut self, name: &str, value: &[u8]) {
+        match self
+            .0
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some(first) => {
+                self.0[first].1 = value.to_vec();
+                let mut i = 0;
+                self.0.retain(|(n, _)| {
+                    i += 1;
+                    i <= first + 1 || !n.eq_ignore_ascii_case(name)
+                });
+            }
+            None => self.add(name, value),
+        }
     }
 
     fn pairs(&self) -> Vec<(String, Vec<u8>)> {

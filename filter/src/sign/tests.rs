@@ -3,7 +3,7 @@
 use super::*;
 use crate::config::Plan;
 use crate::signature_base::tests::{TEST_SHARED_SECRET, test_request};
-use crate::transform::HeaderList;
+use crate::transform::{HeaderList, Headers};
 use crate::verify_signature::VerifySignature;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -254,9 +254,114 @@ fn bad_configurations_name_the_key() {
 
 #[test]
 fn decimal_parameters_are_written_as_integers() {
-    for n in [0, 7, 10, 1_618_884_473, i64::MAX as u64] {
-        let mut out = String::from("x");
+    for n in [
+        0,
+        7,
+        10,
+        1_618_884_473,
+        u64::from(u32::MAX),
+        u64::from(u32::MAX) + 1,
+        42_949_672_960,
+        i64::MAX as u64,
+        u64::MAX,
+    ] {
+        let mut out = b"x".to_vec();
         super::push_decimal(n, &mut out);
-        assert_eq!(out, format!("x{n}"));
+        assert_eq!(out, format!("x{n}").into_bytes());
     }
+}
+
+/// A host whose replace overwrites only the first copy and keeps the others (the ABI does not
+/// say; older Envoys did this).
+struct FirstOnlyReplace(HeaderList);
+
+impl Headers for FirstOnlyReplace {
+    fn contains(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+    fn values(&self, name: &str) -> Vec<Vec<u8>> {
+        self.0.values(name)
+    }
+    fn remove(&mut self, name: &str) {
+        self.0.remove(name);
+    }
+    fn add(&mut self, name: &str, value: &[u8]) {
+        self.0.add(name, value);
+    }
+    fn replace(&mut self, name: &str, value: &[u8]) {
+        match self
+            .0
+            .0
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some((_, v)) => *v = value.to_vec(),
+            None => self.0.add(name, value),
+        }
+    }
+    fn pairs(&self) -> Vec<(String, Vec<u8>)> {
+        self.0.pairs()
+    }
+}
+
+#[test]
+fn no_client_copy_survives_whatever_the_hosts_replace_does() {
+    let s = sign(ISSUE);
+    let spoofed = [
+        ("signature", "wasmgate=:AAAA:"),
+        ("Signature", "wasmgate=:BBBB:"),
+        ("signature-input", "wasmgate=();created=1"),
+        ("content-digest", "sha-256=:AAAA:"),
+        ("Content-Digest", "sha-256=:BBBB:"),
+    ];
+    let expected = {
+        let mut clean = request(&[]);
+        s.apply(&mut clean, Some(b"{}"), 1_700_000_000, None);
+        clean
+    };
+    for extra in [&spoofed[..], &spoofed[..1], &spoofed[2..3], &[]] {
+        let mut lax = FirstOnlyReplace(request(extra));
+        s.apply(&mut lax, Some(b"{}"), 1_700_000_000, None);
+        let mut strict = request(extra);
+        s.apply(&mut strict, Some(b"{}"), 1_700_000_000, None);
+        for name in ["signature", "signature-input", "content-digest"] {
+            assert_eq!(
+                lax.0.get_all(name),
+                expected.get_all(name),
+                "{name} {extra:?}"
+            );
+            assert_eq!(
+                strict.get_all(name),
+                expected.get_all(name),
+                "{name} {extra:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_covered_signature_field_reads_as_removed() {
+    // The client's copies are replaced, so covering them would sign what the backend never
+    // sees: they read as absent, and the digest as the one written here.
+    let s = sign(
+        r#"{"sign": {"key_id": "k", "key": "{vault://env/SIGNING_KEY}", "content_digest": true,
+        "components": ["@method", "signature", "signature-input", "content-digest"]}}"#,
+    );
+    let mut headers = request(&[
+        ("signature", "wasmgate=:AAAA:"),
+        ("signature-input", "wasmgate=();created=1"),
+        ("content-digest", "sha-256=:AAAA:"),
+    ]);
+    s.apply(&mut headers, Some(b""), 1_700_000_000, None);
+    assert_eq!(
+        headers.get_all("signature-input"),
+        [r#"wasmgate=("@method" "content-digest");created=1700000000;keyid="k";alg="hmac-sha256""#]
+    );
+    let verifier = VerifySignature::parse(
+        &serde_json::json!({"keys": {"k": KEY}, "max_age": "30s",
+                            "required_components": ["@method"]}),
+        &env,
+    )
+    .unwrap();
+    verifier.check(&headers.0, 1_700_000_010).unwrap();
 }
