@@ -136,19 +136,37 @@ pub fn base64_encode_to_vec(data: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Standard base64 of a digest (what [`base64_encode`] gives, in a fixed-size array: no
-/// allocation, no length checks).
+/// allocation, no length checks, and no loop, which in wasm costs an interruption check per
+/// iteration).
 pub fn base64_digest(digest: &Digest32) -> [u8; 44] {
     let symbol = |n: u32, shift: u32| ALPHABET[(n >> shift) as usize & 63];
     let mut out = [b'='; 44];
-    for (quad, chunk) in out.chunks_exact_mut(4).zip(digest.chunks(3)) {
-        let b = |i: usize| chunk.get(i).copied().map_or(0, u32::from);
-        let n = b(0) << 16 | b(1) << 8 | b(2);
-        // The last chunk has two bytes: three symbols and the padding already there.
-        let symbols = chunk.len() + 1;
-        for (i, c) in quad.iter_mut().enumerate().take(symbols) {
-            *c = symbol(n, 18 - 6 * i as u32);
-        }
+    macro_rules! quad {
+        ($i:expr) => {{
+            let n = u32::from(digest[3 * $i]) << 16
+                | u32::from(digest[3 * $i + 1]) << 8
+                | u32::from(digest[3 * $i + 2]);
+            out[4 * $i] = symbol(n, 18);
+            out[4 * $i + 1] = symbol(n, 12);
+            out[4 * $i + 2] = symbol(n, 6);
+            out[4 * $i + 3] = symbol(n, 0);
+        }};
     }
+    quad!(0);
+    quad!(1);
+    quad!(2);
+    quad!(3);
+    quad!(4);
+    quad!(5);
+    quad!(6);
+    quad!(7);
+    quad!(8);
+    quad!(9);
+    // Two bytes left: three symbols, and the padding already there.
+    let n = u32::from(digest[30]) << 16 | u32::from(digest[31]) << 8;
+    out[40] = symbol(n, 18);
+    out[41] = symbol(n, 12);
+    out[42] = symbol(n, 6);
     out
 }
 

@@ -364,27 +364,43 @@ pub struct Buffers {
     digest: Vec<u8>,
 }
 
-/// Appends `n` in decimal (without `fmt`'s machinery: this runs on every signed request;
-/// 32-bit divisions while the number fits, which wasm does by multiplying).
+/// Appends `n` in decimal (without `fmt`'s machinery: this runs on every signed request).
+/// Up to `u32::MAX` (a `created` until 2106) without a loop: in wasm a loop pays an
+/// interruption check per iteration, and a 64-bit division is a divide instruction.
 fn push_decimal(n: u64, out: &mut Vec<u8>) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut high = n;
-    while u32::try_from(high).is_err() {
-        at -= 1;
-        digits[at] = b'0' + (high % 10) as u8;
-        high /= 10;
-    }
-    let mut low = high as u32;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (low % 10) as u8;
-        low /= 10;
-        if low == 0 {
-            break;
+    let Ok(small) = u32::try_from(n) else {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = n;
+        while rest > 0 {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
         }
+        out.extend_from_slice(&digits[at..]);
+        return;
+    };
+    let mut digits = [0u8; 10];
+    let mut rest = small;
+    macro_rules! digit {
+        ($i:expr) => {{
+            digits[$i] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }};
     }
-    out.extend_from_slice(&digits[at..]);
+    digit!(9);
+    digit!(8);
+    digit!(7);
+    digit!(6);
+    digit!(5);
+    digit!(4);
+    digit!(3);
+    digit!(2);
+    digit!(1);
+    // What is left is below 10: u32::MAX has ten digits.
+    digits[0] = b'0' + rest as u8;
+    let len = small.checked_ilog10().unwrap_or(0) as usize + 1;
+    out.extend_from_slice(&digits[digits.len() - len..]);
 }
 
 /// Appends the `Content-Digest` (RFC 9530) of `body` with SHA-256 to `out`.
