@@ -191,17 +191,30 @@ impl Sign {
     ) {
         // One pass: the first copy of each pseudo-header, and how many copies the request
         // carries of each field written here.
-        let mut pseudo: [(&[u8], &[u8]); PSEUDO_HEADERS.len()] = [(b"", b""); 4];
-        let mut found = 0;
+        let mut first: [Option<&[u8]>; PSEUDO_HEADERS.len()] = [None; 4];
         let mut copies = [0usize; WRITTEN.len()];
         for (name, value) in current.clone() {
-            if let Some(i) = position(&PSEUDO_HEADERS, name) {
-                if !pseudo[..found].iter().any(|(n, _)| *n == PSEUDO_HEADERS[i]) {
-                    pseudo[found] = (PSEUDO_HEADERS[i], value);
-                    found += 1;
+            // By length first: most names are neither.
+            match name.len() {
+                5 | 7 | 10 => {
+                    if let Some(i) = position(&PSEUDO_HEADERS, name) {
+                        first[i] = first[i].or(Some(value));
+                    }
                 }
-            } else if let Some(i) = position(&WRITTEN, name) {
-                copies[i] += 1;
+                9 | 14 | 15 => {
+                    if let Some(i) = position(&WRITTEN, name) {
+                        copies[i] += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut pseudo: [(&[u8], &[u8]); PSEUDO_HEADERS.len()] = [(b"", b""); 4];
+        let mut found = 0;
+        for (name, value) in PSEUDO_HEADERS.iter().zip(first) {
+            if let Some(value) = value {
+                pseudo[found] = (name, value);
+                found += 1;
             }
         }
         // Out of `buffers` while the view below borrows it (moved, not copied).

@@ -124,15 +124,16 @@ pub fn finish(mut state: [u32; 8], prefix_len: u64, data: &[u8]) -> [u8; 32] {
     }
     let rest = blocks.remainder();
     // The padding: 0x80, zeros, then the length in bits, in one block or two.
-    let mut tail = [0u8; 128];
-    tail[..rest.len()].copy_from_slice(rest);
-    tail[rest.len()] = 0x80;
-    let end = if rest.len() < 56 { 64 } else { 128 };
-    let bits = (prefix_len + data.len() as u64).wrapping_mul(8);
-    tail[end - 8..end].copy_from_slice(&bits.to_be_bytes());
-    for block in tail[..end].chunks_exact(64) {
-        compress_any(&mut state, block.try_into().expect("64-byte chunk"));
+    let mut block = [0u8; 64];
+    block[..rest.len()].copy_from_slice(rest);
+    block[rest.len()] = 0x80;
+    if rest.len() >= 56 {
+        compress_any(&mut state, &block);
+        block = [0u8; 64];
     }
+    let bits = (prefix_len + data.len() as u64).wrapping_mul(8);
+    block[56..].copy_from_slice(&bits.to_be_bytes());
+    compress_any(&mut state, &block);
     let mut out = [0u8; 32];
     for (bytes, word) in out.chunks_exact_mut(4).zip(state) {
         bytes.copy_from_slice(&word.to_be_bytes());
