@@ -13,8 +13,10 @@
 //!   mid-body never has the request forwarded; `close_notify` with the TCP
 //!   left open is answered and closed with `close_notify`;
 //! - slowloris and idle connections are cut at their timeouts; a graceful
-//!   shutdown closes idle lean TLS connections and lets in-flight ones
-//!   finish with `connection: close`;
+//!   shutdown (the handle's, and SIGTERM to the binary) closes idle lean
+//!   TLS connections with `close_notify` and lets in-flight ones finish
+//!   with `connection: close`; the debug logs never hold the secret a
+//!   filter injects;
 //! - what a filter reads (`request.scheme`, `connection.tls_version`,
 //!   `connection.requested_server_name`, `connection.mtls`) and
 //!   `x-forwarded-proto` (client copies overwritten) are the same on the
@@ -769,5 +771,121 @@ async fn tickets_resume_on_the_lean_path_and_a_foreign_ticket_means_a_full_hands
             assert!(clean);
         }
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_lean_tls_connections_and_the_logs_hold_no_secret() -> anyhow::Result<()> {
+    let pki = Pki::new("tls attacks CA");
+    let server = pki.issue("gw", &["gw.test"]);
+    let backend = RawBackend::start(|head| {
+        let answer = send("HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow");
+        if head.starts_with("GET /slow") {
+            vec![
+                wasmgate_tests::raw::Step::Wait(Duration::from_millis(300)),
+                answer,
+            ]
+        } else {
+            vec![answer]
+        }
+    })
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("gw.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+workers: 1
+listeners:
+  - address: 127.0.0.1:0
+    tls: {{ cert: "{}", key: "{}" }}
+upstreams: {{ backend: {{ url: "http://{}", connect_timeout: 1s, timeout: 3s }} }}
+routes:
+  - name: all
+    match: {{}}
+    upstream: backend
+    filters:
+      - wasm: {:?}
+        config: {{ set: {{ headers: ["Authorization:Bearer tls-secret-7f3"] }} }}
+"#,
+            server.cert.display(),
+            server.key.display(),
+            backend.addr,
+            gateway::secret_header(),
+        ),
+    )?;
+    let gw = gateway::Process::run(&config, &[("RUST_LOG", "debug")])?;
+    let config = pki.client_config(None, &[b"http/1.1"]);
+    // Some failures to log: a handshake refused, a request cut short.
+    assert!(
+        tls_connect(
+            gw.addr,
+            Pki::new("other").client_config(None, &[]),
+            "gw.test"
+        )
+        .await
+        .is_err()
+    );
+    let mut cut = tls_connect(gw.addr, config.clone(), "gw.test").await?;
+    write(
+        &mut cut,
+        b"POST /cut HTTP/1.1\r\nhost: gw.test\r\ncontent-length: 9\r\n\r\nab",
+        false,
+    )
+    .await?;
+    cut.get_mut().0.shutdown().await?;
+    read_all(&mut cut).await?;
+    // An idle keep-alive connection and one waiting for its answer.
+    let mut idle = tls_connect(gw.addr, config.clone(), "gw.test").await?;
+    write(
+        &mut idle,
+        b"GET /x HTTP/1.1\r\nhost: gw.test\r\n\r\n",
+        false,
+    )
+    .await?;
+    let mut first = Vec::new();
+    while !first.ends_with(b"slow") {
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(WAIT, idle.read(&mut chunk)).await??;
+        assert!(n > 0, "{first:?}");
+        first.extend_from_slice(&chunk[..n]);
+    }
+    let mut busy = tls_connect(gw.addr, config, "gw.test").await?;
+    write(
+        &mut busy,
+        b"GET /slow HTTP/1.1\r\nhost: gw.test\r\n\r\n",
+        false,
+    )
+    .await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !backend.heads().iter().any(|h| h.starts_with("GET /slow")) {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gw.signal("TERM")?;
+    let (rest, clean) = read_all(&mut idle).await?;
+    assert!(rest.is_empty() && clean, "{rest:?}");
+    let (answer, clean) = read_all(&mut busy).await?;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("slow"),
+        "{answer}"
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(clean);
+    let (gw, code) = tokio::task::spawn_blocking(move || {
+        let mut gw = gw;
+        let code = gw.wait();
+        (gw, code)
+    })
+    .await?;
+    assert_eq!(code?, Some(0));
+    let logs = gw.logs().join("\n");
+    assert!(logs.contains("TLS handshake failed"), "{logs}");
+    assert!(!logs.contains("tls-secret-7f3"), "{logs}");
     Ok(())
 }
