@@ -159,12 +159,20 @@ async fn serve(
                 hyper_serves(Box::new(CountedIo::new(tcp, activity.clone())), false).await
             }
             None => {
-                let io = CountedIo::new(tcp, activity.clone());
+                // The lean HTTP/1.1 path first; hyper takes over at the
+                // first request it does not serve (h1.rs). Inline, not
+                // through `lean_first`: a plain connection's future stays
+                // as small as it was (1,000 idle connections, issue 16).
+                let mut io = CountedIo::new(tcp, activity.clone());
                 let limits = (max_headers, max_head_bytes);
-                match lean_first(io, limits, &mut stop, &activity, &call, false).await {
-                    Some((io, served)) => hyper_serves(Box::new(io), served).await,
-                    None => Ok(()),
-                }
+                let (read, served) =
+                    match h1::serve(&mut io, limits.0, limits.1, &mut stop, &activity, &call).await
+                    {
+                        h1::Ended::Closed => return Ok(()),
+                        h1::Ended::HandOff { read, served } => (read, served),
+                    };
+                io.unread(read);
+                hyper_serves(Box::new(io), served).await
             }
             Some(acceptor) => {
                 let stream = match tokio::time::timeout(header_read, acceptor.accept(tcp)).await {
@@ -194,7 +202,10 @@ async fn serve(
                 // HTTP/1.1 by ALPN, or no ALPN (an HTTP/2 preface still
                 // goes to hyper, as on plain TCP).
                 let limits = (max_headers, max_head_bytes);
-                match lean_first(io, limits, &mut stop, &activity, &call, true).await {
+                // Boxed: the TLS stream is a few KB, and held inline it would
+                // grow every connection's future, plain ones included.
+                let lean = Box::pin(lean_first(io, limits, &mut stop, &activity, &call, true));
+                match lean.await {
                     Some((io, served)) => hyper_serves(Box::new(io), served).await,
                     None => Ok(()),
                 }
