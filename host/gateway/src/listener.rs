@@ -175,26 +175,30 @@ async fn serve(
                 hyper_serves(Box::new(io), served).await
             }
             Some(acceptor) => {
-                let stream = match tokio::time::timeout(header_read, acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => {
-                        let session = s.get_ref().1;
-                        let version = match session.protocol_version() {
-                            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-                            _ => "TLSv1.3",
-                        };
-                        handshake.set_tls(session.server_name(), version);
-                        s
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                        return Ok(());
-                    }
-                    Err(_) => {
-                        tracing::debug!(peer = %peer, "TLS handshake timed out");
-                        return Ok(());
-                    }
-                };
-                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                // The session is read here, in the arm: a borrowed local keeps
+                // its storage (the TLS stream is a few KB) in the connection's
+                // future across every later await, even once moved.
+                let (stream, h2) =
+                    match tokio::time::timeout(header_read, acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => {
+                            let session = s.get_ref().1;
+                            let version = match session.protocol_version() {
+                                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                                _ => "TLSv1.3",
+                            };
+                            handshake.set_tls(session.server_name(), version);
+                            let h2 = session.alpn_protocol() == Some(b"h2".as_slice());
+                            (s, h2)
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                            return Ok(());
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %peer, "TLS handshake timed out");
+                            return Ok(());
+                        }
+                    };
                 let io = CountedIo::new(stream, activity.clone());
                 if h2 || !crate::lean::enabled() {
                     return hyper_serves(Box::new(io), false).await;
