@@ -162,6 +162,31 @@ class Target:
                 self.proc.wait()
 
 
+def keep_evidence(tg: Target, workdir: Path, why: str) -> None:
+    """A target that stopped answering: its threads' states (from /proc, at once) and its log so
+    far go to target/bench/failed-<name>.txt, which outlives the run's temporary directory."""
+    dest = ROOT / "target/bench" / f"failed-{re.sub(r'[^a-z0-9]+', '-', tg.name)}.txt"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{tg.name}: {why}"]
+    pid = tg.proc.pid if tg.proc else None
+    if pid and tg.proc.poll() is None:
+        for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+            try:
+                stat = (task / "stat").read_text().split(") ", 1)[1].split()
+                wchan = (task / "wchan").read_text()
+                name = (task / "comm").read_text().strip()
+                lines.append(f"thread {task.name} {name}: state {stat[0]}, wchan {wchan}, "
+                             f"utime {stat[11]} stime {stat[12]}")
+            except OSError:
+                pass
+    elif tg.proc:
+        lines.append(f"exited with {tg.proc.returncode}")
+    log = workdir / f"{tg.name}.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    dest.write_text("\n".join(lines) + "\n--- log (last 200 lines) ---\n" + "\n".join(text.splitlines()[-200:]) + "\n")
+    print(f"{tg.name}: {why}; evidence kept in {dest}", flush=True)
+
+
 # ---- configurations ---------------------------------------------------------
 
 def nginx_backend_conf(workdir: Path, port: int, h2_port: int) -> Path:
@@ -533,6 +558,8 @@ def main() -> int:
                     r["proxy_core_busy"] = busy_fraction(cores0, cores1, PROXY_CPU)
                     r["load_core_busy"] = busy_fraction(cores0, cores1, LOAD_CPU)
                     results[tg.name][proto].append(r)
+                    if r["requests"] == 0:
+                        keep_evidence(tg, workdir, f"round {rnd + 1} {proto}: no request answered")
                     print(f"round {rnd + 1} {proto:5} {tg.name:24} {r['rps']:9.0f} req/s  "
                           f"cpu {r['cpu_us']:6.1f} us/req  p50 {r['p50_us']:7.0f} us  p99 {r['p99_us']:7.0f} us  "
                           f"busy {r['proxy_core_busy']:4.0%}/{r['load_core_busy']:4.0%}  "
@@ -545,6 +572,7 @@ def main() -> int:
                     idle[tg.name] = idle_connection_rss(tg)
                 except OSError as e:
                     idle[tg.name] = f"failed: {e}"
+                    keep_evidence(tg, workdir, f"1,000 idle connections: {e}")
         for tg in targets:
             tg.stop()
         # Where wasmgate's memory goes (tests/bench/memory.py), against the same backend.
