@@ -643,6 +643,20 @@ async fn shutdown_closes_idle_tls_connections_and_finishes_in_flight_ones() -> a
     ))?;
     let addr = gw.handle.listeners[1];
     let config = pki.client_config(None, &[b"http/1.1"]);
+    let (mut idle, mut busy) = idle_and_held(addr, config, &backend, b"\r\n\r\nok").await?;
+    gw.handle.begin_shutdown();
+    assert_drained(&mut idle, &mut busy).await
+}
+
+/// Two TLS connections to `addr`: one idle after an answered `GET /x`
+/// (whose answer ends with `x_ends`), and one whose `GET /slow` `backend`
+/// holds (returned once the backend has it).
+async fn idle_and_held(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    backend: &RawBackend,
+    x_ends: &[u8],
+) -> anyhow::Result<(TlsStream<TcpStream>, TlsStream<TcpStream>)> {
     let mut idle = tls_connect(addr, config.clone(), "gw.test").await?;
     write(
         &mut idle,
@@ -651,13 +665,13 @@ async fn shutdown_closes_idle_tls_connections_and_finishes_in_flight_ones() -> a
     )
     .await?;
     let mut first = Vec::new();
-    while !first.ends_with(b"\r\n\r\nok") {
+    while !first.ends_with(x_ends) {
         let mut chunk = [0u8; 1024];
         let n = tokio::time::timeout(WAIT, idle.read(&mut chunk)).await??;
         assert!(n > 0, "{first:?}");
         first.extend_from_slice(&chunk[..n]);
     }
-    assert!(first.starts_with(b"HTTP/1.1 200"));
+    assert!(first.starts_with(b"HTTP/1.1 200"), "{first:?}");
     let mut busy = tls_connect(addr, config, "gw.test").await?;
     write(
         &mut busy,
@@ -665,16 +679,24 @@ async fn shutdown_closes_idle_tls_connections_and_finishes_in_flight_ones() -> a
         false,
     )
     .await?;
-    // Wait until the backend has the slow request.
     let deadline = tokio::time::Instant::now() + WAIT;
     while !backend.heads().iter().any(|h| h.starts_with("GET /slow")) {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    gw.handle.begin_shutdown();
-    let (rest, clean) = read_all(&mut idle).await?;
+    Ok((idle, busy))
+}
+
+/// Once the gateway stops: the idle connection ends cleanly with nothing
+/// more; the held one gets its whole answer, with `connection: close`, then
+/// a clean end.
+async fn assert_drained(
+    idle: &mut TlsStream<TcpStream>,
+    busy: &mut TlsStream<TcpStream>,
+) -> anyhow::Result<()> {
+    let (rest, clean) = read_all(idle).await?;
     assert!(rest.is_empty() && clean, "{rest:?}");
-    let (answer, clean) = read_all(&mut busy).await?;
+    let (answer, clean) = read_all(busy).await?;
     let answer = String::from_utf8_lossy(&answer);
     assert!(
         answer.starts_with("HTTP/1.1 200") && answer.ends_with("slow"),
@@ -839,46 +861,9 @@ routes:
     cut.get_mut().0.shutdown().await?;
     read_all(&mut cut).await?;
     // An idle keep-alive connection and one waiting for its answer.
-    let mut idle = tls_connect(gw.addr, config.clone(), "gw.test").await?;
-    write(
-        &mut idle,
-        b"GET /x HTTP/1.1\r\nhost: gw.test\r\n\r\n",
-        false,
-    )
-    .await?;
-    let mut first = Vec::new();
-    while !first.ends_with(b"slow") {
-        let mut chunk = [0u8; 1024];
-        let n = tokio::time::timeout(WAIT, idle.read(&mut chunk)).await??;
-        assert!(n > 0, "{first:?}");
-        first.extend_from_slice(&chunk[..n]);
-    }
-    let mut busy = tls_connect(gw.addr, config, "gw.test").await?;
-    write(
-        &mut busy,
-        b"GET /slow HTTP/1.1\r\nhost: gw.test\r\n\r\n",
-        false,
-    )
-    .await?;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !backend.heads().iter().any(|h| h.starts_with("GET /slow")) {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (mut idle, mut busy) = idle_and_held(gw.addr, config, &backend, b"slow").await?;
     gw.signal("TERM")?;
-    let (rest, clean) = read_all(&mut idle).await?;
-    assert!(rest.is_empty() && clean, "{rest:?}");
-    let (answer, clean) = read_all(&mut busy).await?;
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(
-        answer.starts_with("HTTP/1.1 200") && answer.ends_with("slow"),
-        "{answer}"
-    );
-    assert!(
-        answer.to_ascii_lowercase().contains("connection: close"),
-        "{answer}"
-    );
-    assert!(clean);
+    assert_drained(&mut idle, &mut busy).await?;
     let (gw, code) = tokio::task::spawn_blocking(move || {
         let mut gw = gw;
         let code = gw.wait();
