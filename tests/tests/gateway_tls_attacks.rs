@@ -86,6 +86,14 @@ struct Setup {
 }
 
 impl Setup {
+    /// Path and body of each request the backend received, from the `from`th on.
+    fn paths_and_bodies(&self, from: usize) -> Vec<(String, Vec<u8>)> {
+        self.backend.received()[from..]
+            .iter()
+            .map(|r| (r.path.clone(), r.body.clone()))
+            .collect()
+    }
+
     async fn start(limits: &str) -> anyhow::Result<Setup> {
         let pki = Pki::new("tls attacks CA");
         let server = pki.issue("gw", &["gw.test", "other.test"]);
@@ -421,12 +429,8 @@ async fn a_pipeline_split_in_two_records_anywhere_is_served_once_in_order() -> a
             "split at {k}: {answer}"
         );
         assert!(clean, "split at {k}");
-        let seen: Vec<_> = s.backend.received()[from..]
-            .iter()
-            .map(|r| (r.path.clone(), r.body.clone()))
-            .collect();
         assert_eq!(
-            seen,
+            s.paths_and_bodies(from),
             [
                 ("/a".into(), vec![]),
                 ("/b".into(), b"hello".to_vec()),
@@ -570,14 +574,8 @@ async fn a_key_update_between_and_within_requests_changes_nothing() -> anyhow::R
     let answer = String::from_utf8_lossy(&answer);
     assert_eq!(answer.matches("HTTP/1.1 200").count(), 3, "{answer}");
     assert!(clean);
-    let seen: Vec<_> = s
-        .backend
-        .received()
-        .iter()
-        .map(|r| (r.path.clone(), r.body.clone()))
-        .collect();
     assert_eq!(
-        seen,
+        s.paths_and_bodies(0),
         [
             ("/k1".into(), vec![]),
             ("/k2".into(), b"abcd".to_vec()),
