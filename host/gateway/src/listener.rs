@@ -21,6 +21,8 @@ use tokio_rustls::TlsAcceptor;
 
 mod h1;
 
+pub(crate) use h1::ReadReady;
+
 use crate::{
     body::RequestBody,
     config::LimitsConfig,
@@ -247,7 +249,7 @@ async fn lean_first<T, S, F>(
     shutdown: bool,
 ) -> Option<(CountedIo<T>, bool)>
 where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + h1::ReadReady + Unpin,
     S: Fn(Request<RequestBody>) -> F,
     F: Future<Output = Result<http::Response<crate::body::Body>, crate::error::StreamReset>>,
 {

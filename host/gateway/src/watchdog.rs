@@ -193,6 +193,16 @@ impl<T> CountedIo<T> {
     }
 }
 
+impl<T: crate::listener::ReadReady> crate::listener::ReadReady for CountedIo<T> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.unread.is_empty() {
+            self.inner.poll_read_ready(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for CountedIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,

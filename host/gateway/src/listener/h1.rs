@@ -54,9 +54,77 @@ use crate::{
 /// Read size, and the buffer's starting capacity.
 const READ_CHUNK: usize = 8 * 1024;
 
+/// What the response buffer starts with: a head and a small body.
+const OUT_CAPACITY: usize = 1024;
+
 /// Body data at least this large is written from its own buffer rather
 /// than copied behind the head.
 const COPY_LIMIT: usize = 16 * 1024;
+
+/// A connection that can say when a read would not block, without a
+/// buffer to read into: how an idle connection waits.
+pub(crate) trait ReadReady {
+    /// Ready when a read would return data, an end of stream or an error.
+    fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ReadReady for tokio::net::TcpStream {
+    fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        tokio::net::TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+impl ReadReady for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        let (tcp, session) = self.get_ref();
+        if session.wants_read() {
+            tcp.poll_read_ready(cx)
+        } else {
+            // Plaintext already decrypted, or a state only a read reports
+            // (a close or an error): the read will not wait.
+            Poll::Ready(Ok(()))
+        }
+    }
+}
+
+/// Buffers of connections gone idle, kept on the worker's thread for the
+/// next connection that wakes: an idle connection holds none, and a busy
+/// worker does not allocate a pair per request (a lone 8 KiB buffer freed
+/// and taken again would send the allocator down its slow path each time).
+mod spare {
+    use std::cell::RefCell;
+
+    use bytes::BytesMut;
+
+    /// Pairs kept per worker: enough for the connections a worker keeps
+    /// busy at once, few enough to be noise (16 × 9 KiB).
+    pub(super) const KEEP: usize = 16;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<(BytesMut, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Leaves `buf` and `out` empty, their storage kept for [`take`] (or
+    /// freed when enough is kept).
+    pub(super) fn put(buf: &mut BytesMut, out: &mut Vec<u8>) {
+        let pair = (std::mem::take(buf), std::mem::take(out));
+        if pair.0.capacity() == 0 {
+            return;
+        }
+        SPARE.with_borrow_mut(|spare| {
+            if spare.len() < KEEP {
+                spare.push(pair);
+            }
+        });
+    }
+
+    /// Gives `buf` and `out` kept storage, when there is some.
+    pub(super) fn take(buf: &mut BytesMut, out: &mut Vec<u8>) {
+        if let Some((b, o)) = SPARE.with_borrow_mut(Vec::pop) {
+            (*buf, *out) = (b, o);
+        }
+    }
+}
 
 /// How the lean loop ended.
 #[derive(Debug)]
@@ -87,12 +155,12 @@ pub(super) async fn serve<IO, S, F>(
     service: &S,
 ) -> Ended
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + AsyncWrite + ReadReady + Unpin,
     S: Fn(Request<RequestBody>) -> F,
     F: Future<Output = Result<Response<Body>, StreamReset>>,
 {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut out = Vec::with_capacity(1024);
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
     let mut served = false;
     let mut fields = Fields::new();
     let max_fields = max_fields.min(MAX_FIELDS);
@@ -112,15 +180,23 @@ where
                     }
                 }
             }
-            buf.reserve(READ_CHUNK);
             let read = if buf.is_empty() {
-                // Between requests a shutdown closes the connection.
+                // Between requests. The connection waits holding no buffer
+                // (an idle keep-alive client costs its task and socket, not
+                // 9 KiB of buffers); a shutdown closes it.
+                spare::put(&mut buf, &mut out);
                 tokio::select! {
                     biased;
-                    read = io.read_buf(&mut buf) => read,
+                    read = async {
+                        std::future::poll_fn(|cx| io.poll_read_ready(cx)).await?;
+                        spare::take(&mut buf, &mut out);
+                        buf.reserve(READ_CHUNK);
+                        io.read_buf(&mut buf).await
+                    } => read,
                     _ = stop.wait_for(|stop| *stop) => return Ended::Closed,
                 }
             } else {
+                buf.reserve(READ_CHUNK);
                 io.read_buf(&mut buf).await
             };
             match read {
@@ -158,6 +234,7 @@ async fn write_response<IO: AsyncWrite + Unpin>(
     keep_alive: bool,
 ) -> io::Result<bool> {
     let (parts, mut body) = response.into_parts();
+    out.reserve(OUT_CAPACITY);
     let (framing, keep_alive) = response::encode(out, &parts, &body, head_request, keep_alive);
     if framing == Framing::None {
         flush(io, out).await?;
@@ -262,6 +339,42 @@ mod tests {
             .await
             .unwrap();
         (String::from_utf8(wire).unwrap(), keep)
+    }
+
+    #[test]
+    fn idle_buffers_are_kept_per_thread_within_a_bound() {
+        std::thread::spawn(|| {
+            let (mut buf, mut out) = (BytesMut::with_capacity(READ_CHUNK), vec![0u8; 10]);
+            spare::put(&mut buf, &mut out);
+            assert_eq!(
+                (buf.capacity(), out.capacity()),
+                (0, 0),
+                "the idle side holds nothing"
+            );
+            spare::take(&mut buf, &mut out);
+            assert!(buf.capacity() >= READ_CHUNK && out.capacity() >= 10);
+            // Nothing kept: `take` leaves the buffers empty.
+            let (mut b2, mut o2) = (BytesMut::new(), Vec::new());
+            spare::take(&mut b2, &mut o2);
+            assert_eq!(b2.capacity(), 0);
+            // No more than the bound is kept.
+            for _ in 0..40 {
+                let (mut b, mut o) = (BytesMut::with_capacity(64), Vec::with_capacity(8));
+                spare::put(&mut b, &mut o);
+            }
+            let mut kept = 0;
+            loop {
+                let (mut b, mut o) = (BytesMut::new(), Vec::new());
+                spare::take(&mut b, &mut o);
+                if b.capacity() == 0 {
+                    break;
+                }
+                kept += 1;
+            }
+            assert_eq!(kept, spare::KEEP);
+        })
+        .join()
+        .unwrap();
     }
 
     #[tokio::test]
