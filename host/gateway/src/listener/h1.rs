@@ -107,7 +107,9 @@ mod spare {
     /// Leaves `buf` and `out` empty, their storage kept for [`take`] (or
     /// freed when enough is kept).
     pub(super) fn put(buf: &mut BytesMut, out: &mut Vec<u8>) {
-        let pair = (std::mem::take(buf), std::mem::take(out));
+        let mut pair = (std::mem::take(buf), std::mem::take(out));
+        pair.0.clear();
+        pair.1.clear();
         if pair.0.capacity() == 0 {
             return;
         }
