@@ -341,6 +341,11 @@ impl Process {
         }
     }
 
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Log lines so far.
     pub fn logs(&self) -> Vec<String> {
         self.lines.snapshot()
