@@ -13,7 +13,7 @@
 //!
 //! Each phase is one function, in its own file, over one [`Exchange`]
 //! (the request's context): [`checks::check_request`],
-//! [`request_filters::request_filters`], [`send_upstream::send_upstream`],
+//! [`request_filters::request_filters`], [`send_upstream::prepare`] and [`send_upstream::received`],
 //! [`response_filters::response_filters`]. [`handle`] turns every error into
 //! the response (once, in `error.rs`), frames it and writes the access log.
 //! A route without filters takes none of the filter steps: no wasm, no
@@ -50,7 +50,6 @@ use crate::{
 use checks::{check_request, refused_method};
 use request_filters::request_filters;
 use response_filters::response_filters;
-use send_upstream::send_upstream;
 
 /// Serves one request against the given configuration. Every error
 /// becomes a response here, except a filter closing the stream, which
@@ -272,7 +271,9 @@ async fn forward(
         Step::Next(outbound) => outbound,
         Step::Answer(answer) => return Ok(answer),
     };
-    let (response, run) = match send_upstream(outbound, &found, x).await? {
+    let (request, after) = send_upstream::prepare(outbound, &found, x)?;
+    let sent = x.route.upstream.send(request).await;
+    let (response, run) = match send_upstream::received(sent, after, x).await? {
         Step::Next(upstreamed) => upstreamed,
         Step::Answer(answer) => return Ok(answer),
     };

@@ -99,6 +99,8 @@ mod spare {
     /// Pairs kept per worker: enough for the connections a worker keeps
     /// busy at once, few enough to be noise (16 × 9 KiB).
     pub(super) const KEEP: usize = 16;
+    /// A buffer larger than this (grown by a large head or body) is freed.
+    const MAX_KEPT: usize = 32 * 1024;
 
     thread_local! {
         static SPARE: RefCell<Vec<(BytesMut, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
@@ -110,7 +112,8 @@ mod spare {
         let mut pair = (std::mem::take(buf), std::mem::take(out));
         pair.0.clear();
         pair.1.clear();
-        if pair.0.capacity() == 0 {
+        // Buffers a large head or body grew are freed, not kept.
+        if pair.0.capacity() == 0 || pair.0.capacity() > MAX_KEPT || pair.1.capacity() > MAX_KEPT {
             return;
         }
         SPARE.with_borrow_mut(|spare| {
@@ -374,6 +377,12 @@ mod tests {
                 kept += 1;
             }
             assert_eq!(kept, spare::KEEP);
+            // A grown buffer is not kept.
+            let (mut b, mut o) = (BytesMut::with_capacity(1 << 20), Vec::new());
+            spare::put(&mut b, &mut o);
+            let (mut b, mut o) = (BytesMut::new(), Vec::new());
+            spare::take(&mut b, &mut o);
+            assert_eq!(b.capacity(), 0);
         })
         .join()
         .unwrap();
