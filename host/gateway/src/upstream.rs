@@ -714,7 +714,11 @@ impl Endpoint {
     ) -> Result<Response<Body>, Box<Failed>> {
         let (parts, _empty) = req.into_parts();
         let mut pooled = self.checkout_raw();
-        loop {
+        // The loop ends only for an upstream that chose h2; awaiting
+        // hyper's client after it (not in a match arm, where the match's
+        // temporaries would stay alive across the await) keeps this future
+        // small (a larger one costs a copy per request where it is boxed).
+        let request = loop {
             let slot = match pooled {
                 Some(_) => None,
                 None => match self.capacity(Self::checkout_raw).await {
@@ -732,8 +736,7 @@ impl Endpoint {
                     Ok(Opened::Lean(conn)) => conn,
                     Ok(Opened::H2(sender)) => {
                         self.checkin(sender);
-                        let request = Request::from_parts(parts, crate::body::empty());
-                        return Box::pin(self.send_hyper(request)).await;
+                        break Request::from_parts(parts, crate::body::empty());
                     }
                     Err(e) => {
                         let request = Request::from_parts(parts, crate::body::empty());
@@ -754,7 +757,8 @@ impl Endpoint {
                     return Err(Failed::new(error, FailureKind::Reset, None));
                 }
             }
-        }
+        };
+        Box::pin(self.send_hyper(request)).await
     }
 
     /// The most recently used idle connection that is still clean

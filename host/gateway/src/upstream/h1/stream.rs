@@ -31,6 +31,7 @@ impl Stream {
     /// (no plaintext unread, no partial record, no `close_notify`).
     /// Conservative over TLS: a session ticket or a `close_notify` that
     /// arrived while idle costs a new connection, never a wrong response.
+    #[inline]
     pub(super) fn is_clean(&mut self) -> bool {
         match self {
             Stream::Plain(tcp) => nothing_waiting(tcp),
@@ -48,6 +49,7 @@ impl Stream {
 
 /// A non-blocking `recv` with `MSG_PEEK` asks the kernel, not tokio's
 /// readiness (which learns of new bytes only when the reactor runs).
+#[inline]
 fn nothing_waiting(tcp: &TcpStream) -> bool {
     let mut probe = [MaybeUninit::<u8>::uninit(); 1];
     matches!(
@@ -57,6 +59,7 @@ fn nothing_waiting(tcp: &TcpStream) -> bool {
 }
 
 impl AsyncRead for Stream {
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -70,6 +73,7 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
+    #[inline]
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
