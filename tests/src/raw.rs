@@ -2,7 +2,8 @@
 //! request head with scripted bytes (pauses between pieces, late bytes,
 //! anything a broken or hostile backend might send), and records every
 //! byte it received, per connection, so a test sees exactly what went on
-//! the wire.
+//! the wire. The same over TLS ([`RawBackend::start_tls`]), where a close
+//! is either clean (`close_notify`) or a bare TCP close.
 
 use std::{
     net::SocketAddr,
@@ -14,10 +15,11 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpListener,
     task::JoinHandle,
 };
+use tokio_rustls::TlsAcceptor;
 
 use crate::{record::Log, serve::accept_each};
 
@@ -28,8 +30,10 @@ pub enum Step {
     Send(Vec<u8>),
     /// Wait this long.
     Wait(Duration),
-    /// Close the connection.
+    /// Close the connection (over TLS: a TCP close without `close_notify`).
     Close,
+    /// Close the connection cleanly: `close_notify` first over TLS.
+    CloseNotify,
 }
 
 /// Bytes to send, as a step.
@@ -59,6 +63,25 @@ impl RawBackend {
     pub async fn start(
         script: impl Fn(&str) -> Vec<Step> + Send + Sync + 'static,
     ) -> std::io::Result<RawBackend> {
+        Self::start_with(None, script).await
+    }
+
+    /// The same, over TLS with this server configuration (its ALPN list
+    /// decides what the backend claims to speak).
+    ///
+    /// # Errors
+    /// The socket could not be bound.
+    pub async fn start_tls(
+        config: Arc<rustls::ServerConfig>,
+        script: impl Fn(&str) -> Vec<Step> + Send + Sync + 'static,
+    ) -> std::io::Result<RawBackend> {
+        Self::start_with(Some(TlsAcceptor::from(config)), script).await
+    }
+
+    async fn start_with(
+        tls: Option<TlsAcceptor>,
+        script: impl Fn(&str) -> Vec<Step> + Send + Sync + 'static,
+    ) -> std::io::Result<RawBackend> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (heads, bytes) = (Log::default(), Log::default());
@@ -67,7 +90,21 @@ impl RawBackend {
         let (h, b, count) = (heads.clone(), bytes.clone(), accepted.clone());
         let server = tokio::spawn(accept_each(listener, move |tcp| {
             let id = count.fetch_add(1, Ordering::SeqCst);
-            serve(tcp, id, script.clone(), h.clone(), b.clone())
+            let (tls, script, h, b) = (tls.clone(), script.clone(), h.clone(), b.clone());
+            async move {
+                let _ = tcp.set_nodelay(true);
+                match tls {
+                    None => serve(tcp, id, script, h, b).await,
+                    Some(acceptor) => {
+                        if let Ok(Ok(stream)) =
+                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                                .await
+                        {
+                            serve(stream, id, script, h, b).await;
+                        }
+                    }
+                }
+            }
         }));
         Ok(RawBackend {
             addr,
@@ -106,13 +143,12 @@ impl Drop for RawBackend {
 }
 
 async fn serve(
-    mut tcp: TcpStream,
+    mut tcp: impl AsyncRead + AsyncWrite + Unpin,
     id: usize,
     script: Script,
     heads: Log<String>,
     bytes: Log<(usize, Vec<u8>)>,
 ) {
-    let _ = tcp.set_nodelay(true);
     let mut buf = Vec::new();
     loop {
         let head = loop {
@@ -133,12 +169,17 @@ async fn serve(
         for step in script(&head) {
             match step {
                 Step::Send(b) => {
-                    if tcp.write_all(&b).await.is_err() {
+                    // Flushed: over TLS, each step's bytes leave before the next.
+                    if tcp.write_all(&b).await.is_err() || tcp.flush().await.is_err() {
                         return;
                     }
                 }
                 Step::Wait(d) => tokio::time::sleep(d).await,
                 Step::Close => return,
+                Step::CloseNotify => {
+                    let _ = tcp.shutdown().await;
+                    return;
+                }
             }
         }
     }

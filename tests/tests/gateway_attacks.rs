@@ -313,7 +313,7 @@ async fn strict_conn(mut tcp: TcpStream, conn: usize, answer: Answer, log: Arc<M
                     }
                 }
                 Step::Wait(d) => sleep(d).await,
-                Step::Close => return,
+                Step::Close | Step::CloseNotify => return,
             }
         }
     }

@@ -83,7 +83,8 @@
 //! - [`lean`]: the switch that turns the lean HTTP/1.1 paths off (`WASMGATE_LEAN_HTTP1=off`).
 //! - `path`: the normal form of a request path (routing and forwarding).
 //! - `upstream`: connections to upstreams, pooled per worker and endpoint; hyper's client,
-//!   and a lean HTTP/1.1 client for bodiless idempotent requests (`upstream/h1.rs`);
+//!   and a lean HTTP/1.1 client for bodiless idempotent requests, over plain TCP or TLS
+//!   (`upstream/h1.rs`);
 //!   endpoint choice, health checks, outlier ejection, retries and DNS refresh.
 //! - `tls`: rustls server and client configurations.
 //! - `listener`, `worker`: accepting and serving connections; hyper's

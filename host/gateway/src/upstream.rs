@@ -15,9 +15,12 @@
 //! `health.rs`), retries within a budget (`retry.rs`), hostnames
 //! re-resolved (`dns.rs`).
 //!
-//! Bodiless idempotent requests to plain-HTTP/1.1 upstreams take a lean
-//! client that runs in the request's own task (`upstream/h1.rs`); the rest go
-//! through hyper's client connections.
+//! Bodiless idempotent requests to HTTP/1.1 upstreams, plain or over TLS,
+//! take a lean client that runs in the request's own task
+//! (`upstream/h1.rs`); the rest go through hyper's client connections. An
+//! https upstream that picks h2 by ALPN (with `protocol: auto`) is seen so
+//! on the first connection, which goes to hyper's HTTP/2 client; from then
+//! on its requests all go through hyper.
 //!
 //! Failures map to statuses in `error.rs`: connect (refused, DNS, TLS
 //! verification, `connect_timeout`) is 502, no response headers within
@@ -29,7 +32,7 @@ use std::{
     hash::{BuildHasherDefault, Hasher},
     sync::{
         Arc, Weak,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -194,6 +197,8 @@ pub(crate) struct Endpoint {
     scheme: http::uri::Scheme,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     protocol: UpstreamProtocol,
+    /// Chose h2 by ALPN: no more lean HTTP/1.1 connections to it.
+    speaks_h2: SpeaksH2,
     connect_timeout: Duration,
     /// Most connections per worker.
     max_connections: usize,
@@ -202,6 +207,36 @@ pub(crate) struct Endpoint {
     /// This endpoint's counters and health, shared by every worker and kept
     /// across reloads (a one-endpoint upstream's are not used).
     state: Arc<EndpointStats>,
+}
+
+/// Whether an https endpoint (`protocol: auto`) was seen to choose h2 by
+/// ALPN. Learned on a connection and never forgotten (a reload makes new
+/// endpoints); a copy (DNS refresh) starts from what its original knew.
+#[derive(Debug, Default)]
+struct SpeaksH2(AtomicBool);
+
+impl SpeaksH2 {
+    fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn learn(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Clone for SpeaksH2 {
+    fn clone(&self) -> Self {
+        SpeaksH2(AtomicBool::new(self.get()))
+    }
+}
+
+/// What a new connection for the lean client turned out to be.
+enum Opened {
+    /// HTTP/1.1, plain or over TLS.
+    Lean(h1::Conn),
+    /// The upstream chose h2 by ALPN: a connection for hyper's client.
+    H2(Sender),
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -410,6 +445,7 @@ impl Upstream {
                 },
                 tls,
                 protocol: conf.protocol,
+                speaks_h2: SpeaksH2::default(),
                 connect_timeout: conf.connect_timeout.get(),
                 max_connections: conf.max_connections.max(1),
                 stats: upstream_stats.clone(),
@@ -515,16 +551,25 @@ impl Endpoint {
         if self.takes_lean(&req) {
             self.exchange_lean(req).await
         } else {
-            let head_request = req.method() == http::Method::HEAD;
-            let response = self.exchange(req).await?;
-            self.finish(response, head_request)
+            self.send_hyper(req).await
         }
     }
 
-    /// Whether a request goes through the lean HTTP/1.1 client.
+    /// One try through hyper's client.
+    async fn send_hyper(
+        self: &Arc<Self>,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, Box<Failed>> {
+        let head_request = req.method() == http::Method::HEAD;
+        let response = self.exchange(req).await?;
+        self.finish(response, head_request)
+    }
+
+    /// Whether a request goes through the lean HTTP/1.1 client: not to an
+    /// HTTP/2 upstream (configured, or chosen by ALPN).
     fn takes_lean(&self, req: &Request<Body>) -> bool {
-        self.tls.is_none()
-            && self.protocol != UpstreamProtocol::Http2
+        self.protocol != UpstreamProtocol::Http2
+            && !self.speaks_h2.get()
             && h1::eligible(req)
             && crate::lean::enabled()
     }
@@ -663,14 +708,19 @@ impl Endpoint {
 
     /// A bodiless idempotent request on the lean client: a pooled
     /// connection the upstream closed meanwhile is retried once on a fresh
-    /// one.
+    /// one. A new TLS connection on which the upstream chose h2 goes to
+    /// hyper's client, and the request with it.
     async fn exchange_lean(
         self: &Arc<Self>,
         req: Request<Body>,
     ) -> Result<Response<Body>, Box<Failed>> {
         let (parts, _empty) = req.into_parts();
         let mut pooled = self.checkout_raw();
-        loop {
+        // The loop ends only for an upstream that chose h2; awaiting
+        // hyper's client after it (not in a match arm, where the match's
+        // temporaries would stay alive across the await) keeps this future
+        // small (a larger one costs a copy per request where it is boxed).
+        let request = loop {
             let slot = match pooled {
                 Some(_) => None,
                 None => match self.capacity(Self::checkout_raw).await {
@@ -684,8 +734,12 @@ impl Endpoint {
             let reused = pooled.is_some();
             let conn = match (pooled.take(), slot) {
                 (Some(conn), _) => conn,
-                (None, Some(slot)) => match Box::pin(self.connect_tcp()).await {
-                    Ok(tcp) => h1::Conn::new(tcp, slot),
+                (None, Some(slot)) => match Box::pin(self.connect_lean(slot)).await {
+                    Ok(Opened::Lean(conn)) => conn,
+                    Ok(Opened::H2(sender)) => {
+                        self.checkin(sender);
+                        break Request::from_parts(parts, crate::body::empty());
+                    }
                     Err(e) => {
                         let request = Request::from_parts(parts, crate::body::empty());
                         return Err(Failed::new(e, FailureKind::Connect, Some(request)));
@@ -705,7 +759,8 @@ impl Endpoint {
                     return Err(Failed::new(error, FailureKind::Reset, None));
                 }
             }
-        }
+        };
+        Box::pin(self.send_hyper(request)).await
     }
 
     /// The most recently used idle connection that is still clean
@@ -749,7 +804,7 @@ impl Endpoint {
     fn checkout_raw(self: &Arc<Self>) -> Option<h1::Conn> {
         POOLS.with_borrow_mut(|pools| {
             let raw = &mut pools.get_mut(&self.id)?.raw;
-            while let Some(conn) = raw.pop() {
+            while let Some(mut conn) = raw.pop() {
                 if conn.is_clean() {
                     return Some(conn);
                 }
@@ -773,9 +828,29 @@ impl Endpoint {
         });
     }
 
-    /// A plain TCP connection (for the lean client), within `connect_timeout`.
-    async fn connect_tcp(&self) -> Result<TcpStream, ProxyError> {
-        let result = match tokio::time::timeout(self.connect_timeout, self.open_tcp()).await {
+    /// A connection for the lean client (TCP, then TLS for https: the
+    /// same verified configuration, name and ALPN offer as hyper's
+    /// connections), within `connect_timeout`.
+    async fn connect_lean(&self, slot: Slot) -> Result<Opened, ProxyError> {
+        let open = async {
+            let tcp = self.open_tcp().await?;
+            let Some((connector, name)) = &self.tls else {
+                return Ok(Opened::Lean(h1::Conn::new(h1::Stream::Plain(tcp), slot)));
+            };
+            let tls = connector
+                .connect(name.clone(), h1::Tracked::new(tcp))
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {
+                self.speaks_h2.learn();
+                return handshake(TokioIo::new(tls), true, slot)
+                    .await
+                    .map(Opened::H2);
+            }
+            let stream = h1::Stream::Tls(Box::new(tls));
+            Ok(Opened::Lean(h1::Conn::new(stream, slot)))
+        };
+        let result = match tokio::time::timeout(self.connect_timeout, open).await {
             Ok(r) => r,
             Err(_) => Err(format!("no connection within {:?}", self.connect_timeout)),
         };
@@ -914,8 +989,11 @@ impl Endpoint {
                     .connect(name.clone(), tcp)
                     .await
                     .map_err(|e| format!("TLS: {e}"))?;
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice())
-                    || self.protocol == UpstreamProtocol::Http2;
+                let alpn_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                if alpn_h2 {
+                    self.speaks_h2.learn();
+                }
+                let h2 = alpn_h2 || self.protocol == UpstreamProtocol::Http2;
                 handshake(TokioIo::new(tls), h2, slot).await
             }
         }

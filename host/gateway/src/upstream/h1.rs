@@ -3,11 +3,15 @@
 //! hyper's client connection is a task of its own, fed through channels:
 //! each exchange costs extra task wake-ups, and the response body crosses a
 //! channel. For the commonest exchange — an idempotent request without a
-//! body to a plain-HTTP/1.1 upstream — this module writes the request and
-//! reads the response on the socket directly, from whichever task polls
-//! it: the request's task for the head, the client connection's task for
-//! the body. Everything else (request bodies, TLS, HTTP/2, non-idempotent
-//! methods) goes through hyper ([`eligible`] decides).
+//! body to an HTTP/1.1 upstream, plain or over TLS — this module writes the
+//! request and reads the response on the connection directly, from
+//! whichever task polls it: the request's task for the head, the client
+//! connection's task for the body. Everything else (request bodies,
+//! HTTP/2, non-idempotent methods) goes through hyper ([`eligible`] and
+//! `Endpoint::takes_lean` decide). The connection is plain TCP or TLS
+//! (`h1/stream.rs`); over TLS, a stream that ends without `close_notify`
+//! is an error (rustls reports it), so a truncated body never passes for a
+//! whole one, even one read until close.
 //!
 //! Response framing follows RFC 9112 §6.3: no body for `HEAD`, 1xx, 204 and
 //! 304; `Transfer-Encoding` ending in `chunked` is decoded (trailers
@@ -19,7 +23,6 @@
 use std::{
     future::Future,
     io,
-    mem::MaybeUninit,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
@@ -28,7 +31,6 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use http::{Method, Response};
 use http_body::{Body, Frame, SizeHint};
-use tokio::net::TcpStream;
 
 use super::Endpoint;
 use crate::{
@@ -41,6 +43,12 @@ use crate::{
     },
 };
 
+mod records;
+mod stream;
+
+pub(super) use records::Tracked;
+pub(super) use stream::Stream;
+
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -48,7 +56,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// response (nothing, for a pooled one).
 #[derive(Debug)]
 pub(super) struct Conn {
-    tcp: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     /// The request head being written (kept for the next exchange).
     out: Vec<u8>,
@@ -57,9 +65,9 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    pub(super) fn new(tcp: TcpStream, slot: super::Slot) -> Self {
+    pub(super) fn new(stream: Stream, slot: super::Slot) -> Self {
         Self {
-            tcp,
+            stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
             out: Vec::with_capacity(512),
             _slot: slot,
@@ -74,7 +82,7 @@ impl Conn {
         // Through `AsyncRead` rather than `try_read_buf`: a read shorter
         // than the buffer tells tokio the socket is drained, which saves the
         // next exchange a `recv` that could only say "would block".
-        let read = tokio::io::AsyncReadExt::read_buf(&mut self.tcp, &mut self.buf);
+        let read = tokio::io::AsyncReadExt::read_buf(&mut self.stream, &mut self.buf);
         std::pin::pin!(read).poll(cx)
     }
 
@@ -84,21 +92,12 @@ impl Conn {
 
     /// Whether an idle connection can carry a new exchange: nothing left in
     /// its buffer, and nothing (no late bytes, no end of stream) waiting in
-    /// the socket. Bytes an upstream sends after its response (a body after
-    /// a HEAD, a 204 or a 304, more than its `Content-Length`) would
-    /// otherwise be read as the next request's response, whoever sent it.
-    ///
-    /// A non-blocking `recv` with `MSG_PEEK` asks the kernel, not tokio's
-    /// readiness (which learns of new bytes only when the reactor runs).
-    pub(super) fn is_clean(&self) -> bool {
-        if !self.buf.is_empty() {
-            return false;
-        }
-        let mut probe = [MaybeUninit::<u8>::uninit(); 1];
-        matches!(
-            socket2::SockRef::from(&self.tcp).peek(&mut probe),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock
-        )
+    /// the connection ([`Stream::is_clean`]). Bytes an upstream sends after
+    /// its response (a body after a HEAD, a 204 or a 304, more than its
+    /// `Content-Length`) would otherwise be read as the next request's
+    /// response, whoever sent it.
+    pub(super) fn is_clean(&mut self) -> bool {
+        self.buf.is_empty() && self.stream.is_clean()
     }
 }
 
@@ -146,9 +145,16 @@ pub(super) async fn exchange(
             Failure::Failed(format!("writing the request: {e}"))
         }
     };
-    tokio::io::AsyncWriteExt::write_all(&mut conn.tcp, &conn.out)
+    tokio::io::AsyncWriteExt::write_all(&mut conn.stream, &conn.out)
         .await
         .map_err(broken)?;
+    // Over TLS, records rustls could not write yet wait in its buffer
+    // (plain TCP has nothing to flush).
+    if let Stream::Tls(tls) = &mut conn.stream {
+        tokio::io::AsyncWriteExt::flush(tls.as_mut())
+            .await
+            .map_err(broken)?;
+    }
     let mut received = false;
     loop {
         if !conn.buf.is_empty() {

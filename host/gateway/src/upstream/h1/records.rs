@@ -1,0 +1,173 @@
+//! TLS record boundaries in what rustls reads from an upstream socket.
+//!
+//! rustls decrypts every complete record it has read, but keeps a partial
+//! one to itself and says nothing about it. A pooled lean connection must
+//! have nothing pending: a record of late bytes half read when the last
+//! response ended would otherwise be decrypted in front of the next
+//! response. [`Tracked`] wraps the socket and follows the record headers in
+//! the bytes rustls reads (RFC 8446 §5.1: a type, a version and a 16-bit
+//! length, then that many bytes), so [`Tracked::at_record_boundary`] says
+//! whether every record read so far was read whole.
+
+use std::{
+    io,
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+
+/// A TLS record header's size.
+const HEADER: usize = 5;
+
+/// A TCP stream that knows where the TLS records it delivered end.
+#[derive(Debug)]
+pub(crate) struct Tracked {
+    tcp: TcpStream,
+    records: Records,
+}
+
+impl Tracked {
+    pub(crate) fn new(tcp: TcpStream) -> Self {
+        Self {
+            tcp,
+            records: Records::default(),
+        }
+    }
+
+    /// The socket (for a peek that goes around the TLS layer).
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// Whether everything read so far ended with a whole record.
+    pub(crate) fn at_record_boundary(&self) -> bool {
+        self.records.at_boundary()
+    }
+}
+
+/// Where the record stream stands.
+#[derive(Debug, Default)]
+struct Records {
+    /// The next record's header, as far as it arrived (`have` bytes).
+    header: [u8; HEADER],
+    have: usize,
+    /// Bytes of the current record still to come.
+    left: usize,
+}
+
+impl Records {
+    fn at_boundary(&self) -> bool {
+        self.have == 0 && self.left == 0
+    }
+
+    /// Follows the records through bytes just read: skips record bodies,
+    /// reads the length from each header.
+    fn scan(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(bytes.len());
+                self.left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (HEADER - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have == HEADER {
+                self.left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                self.have = 0;
+            }
+        }
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.tcp).poll_read(cx, buf))?;
+        this.records.scan(&buf.filled()[before..]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Records;
+
+    /// A record of `len` bytes: application data, TLS 1.2 on the wire.
+    fn record(len: u16) -> Vec<u8> {
+        let mut r = vec![23, 3, 3];
+        r.extend_from_slice(&len.to_be_bytes());
+        r.resize(5 + usize::from(len), 0xaa);
+        r
+    }
+
+    fn after(pieces: &[&[u8]]) -> bool {
+        let mut records = Records::default();
+        for piece in pieces {
+            records.scan(piece);
+        }
+        records.at_boundary()
+    }
+
+    #[test]
+    fn whole_records_end_on_a_boundary() {
+        let two = [record(3), record(300)].concat();
+        assert!(after(&[]));
+        assert!(after(&[&two]));
+        assert!(after(&[&record(0)]), "an empty record is whole");
+        // Split anywhere, even inside a header, the end is the same.
+        for at in 0..two.len() {
+            assert!(after(&[&two[..at], &two[at..]]), "split at {at}");
+        }
+    }
+
+    #[test]
+    fn a_partial_record_is_not_a_boundary() {
+        let two = [record(3), record(300)].concat();
+        for at in (1..two.len()).filter(|&at| at != 8) {
+            assert!(!after(&[&two[..at]]), "cut at {at}");
+        }
+        assert!(after(&[&two[..8]]), "the first record ends at 8");
+    }
+}
