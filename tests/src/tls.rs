@@ -73,9 +73,24 @@ impl Pki {
     /// # Panics
     /// If rcgen or the file system fails.
     pub fn issue(&self, file: &str, names: &[&str]) -> CertFiles {
-        let params =
+        self.issue_with(file, names, |_| {})
+    }
+
+    /// The same, with `edit` applied to the certificate's parameters first
+    /// (validity dates, for an expired certificate).
+    ///
+    /// # Panics
+    /// If rcgen or the file system fails.
+    pub fn issue_with(
+        &self,
+        file: &str,
+        names: &[&str],
+        edit: impl FnOnce(&mut CertificateParams),
+    ) -> CertFiles {
+        let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .expect("leaf params");
+        edit(&mut params);
         let key = KeyPair::generate().expect("leaf key");
         let cert = params.signed_by(&key, &self.ca).expect("leaf cert");
         let files = CertFiles {
