@@ -1052,3 +1052,64 @@ async fn reset_mid_handshake_is_a_502_and_the_next_connection_serves() -> anyhow
     task.abort();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_lean_connections_close_once_the_endpoint_speaks_h2() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    // The first connection speaks HTTP/1.1 (the lean client keeps it), every
+    // later one h2: once the gateway has seen h2, the lean connection must
+    // not sit in the pool holding a `max_connections` slot.
+    let pki = Pki::new("backend CA");
+    let h2 = server_config(&pki, NAME, &[b"h2"]);
+    let h1 = server_config(&pki, NAME, &[b"http/1.1"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let count = Arc::new(AtomicUsize::new(0));
+    let first_closed = Arc::new(tokio::sync::Notify::new());
+    let (c, closed) = (count.clone(), first_closed.clone());
+    let task = tokio::spawn(accept_each(listener, move |tcp| {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        let config = if n == 0 { h1.clone() } else { h2.clone() };
+        let closed = closed.clone();
+        async move {
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            let Ok(Ok(tls)) = timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else {
+                return;
+            };
+            serve_http(
+                TokioIo::new(tls),
+                |req: Request<hyper::body::Incoming>| async move {
+                    let path = req.uri().path().to_string();
+                    if path.starts_with("/slow") {
+                        sleep(Duration::from_millis(300)).await;
+                    }
+                    Response::new(Full::new(Bytes::from(path)))
+                },
+            )
+            .await;
+            if n == 0 {
+                closed.notify_one();
+            }
+        }
+    }));
+    let gw = start(addr, &pki.ca_pem, "")?;
+    own(&gw, "/first").await?;
+    // The lean connection is busy with the slow request; the other opens a
+    // second connection, on which the backend picks h2.
+    let (a, b) = tokio::join!(own(&gw, "/slow"), async {
+        sleep(Duration::from_millis(50)).await;
+        own(&gw, "/second").await
+    });
+    a?;
+    b?;
+    assert!(
+        count.load(Ordering::SeqCst) >= 2,
+        "a second connection was opened"
+    );
+    own(&gw, "/third").await?;
+    timeout(Duration::from_secs(3), first_closed.notified())
+        .await
+        .map_err(|_| anyhow::anyhow!("the HTTP/1.1 connection stayed open once h2 was known"))?;
+    task.abort();
+    Ok(())
+}

@@ -821,7 +821,7 @@ impl Endpoint {
                 return;
             };
             let pool = self.pool(&mut pools);
-            if pool.raw.len() < MAX_IDLE_PER_WORKER {
+            if pool.raw.len() < MAX_IDLE_PER_WORKER && !self.speaks_h2.get() {
                 pool.raw.push(conn);
                 pool.freed.notify_one();
             }
@@ -917,7 +917,14 @@ impl Endpoint {
             match sender {
                 Sender::H1(s) if pool.h1.len() < MAX_IDLE_PER_WORKER => pool.h1.push_back(s),
                 Sender::H1(_) => {}
-                Sender::H2(s) => pool.h2 = Some(s),
+                Sender::H2(s) => {
+                    // Once an endpoint has chosen h2, its requests share that
+                    // connection: HTTP/1.1 ones (lean or hyper's) would only
+                    // hold their slots. A busy one finishes its response first.
+                    pool.raw.clear();
+                    pool.h1.clear();
+                    pool.h2 = Some(s);
+                }
             }
         })
     }
