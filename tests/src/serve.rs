@@ -54,6 +54,22 @@ where
         .await;
 }
 
+/// [`serve_http`] over TLS with `config` (its ALPN list decides HTTP/1.1 or h2): the handshake
+/// must end within 10 s, a failed one ends the connection.
+pub async fn serve_https<H, Fut>(
+    tcp: tokio::net::TcpStream,
+    config: std::sync::Arc<rustls::ServerConfig>,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let accept = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
+    if let Ok(Ok(tls)) = tokio::time::timeout(std::time::Duration::from_secs(10), accept).await {
+        serve_http(hyper_util::rt::TokioIo::new(tls), handler).await;
+    }
+}
+
 /// Sends `req` on `io` (HTTP/2 when `h2`, else HTTP/1.1) and reads the whole response.
 ///
 /// # Errors

@@ -39,7 +39,6 @@ use std::{
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use rustls::{
     ServerConfig, ServerConnection,
     pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, pem::PemObject},
@@ -53,7 +52,7 @@ use tokio::{
 use wasmgate_tests::{
     gateway::{self, Reply, TestGateway, get},
     record::Log,
-    serve::{accept_each, serve_http},
+    serve::{accept_each, serve_https},
     tls::Pki,
 };
 
@@ -726,23 +725,15 @@ async fn alpn_that_differs_per_connection_is_served() -> anyhow::Result<()> {
             };
             let log = log.clone();
             async move {
-                let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                let Ok(Ok(tls)) = timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-                else {
-                    return;
-                };
-                serve_http(
-                    TokioIo::new(tls),
-                    move |req: Request<hyper::body::Incoming>| {
-                        let log = log.clone();
-                        async move {
-                            let path = req.uri().path().to_string();
-                            log.push((path.clone(), format!("{:?}", req.version())));
-                            sleep(Duration::from_millis(5)).await;
-                            Response::new(Full::new(Bytes::from(path)))
-                        }
-                    },
-                )
+                serve_https(tcp, config, move |req: Request<hyper::body::Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        log.push((path.clone(), format!("{:?}", req.version())));
+                        sleep(Duration::from_millis(5)).await;
+                        Response::new(Full::new(Bytes::from(path)))
+                    }
+                })
                 .await;
             }
         }));
@@ -1031,16 +1022,14 @@ async fn reset_mid_handshake_is_a_502_and_the_next_connection_serves() -> anyhow
                 let _ = tcp.set_zero_linger();
                 return;
             }
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            if let Ok(tls) = acceptor.accept(tcp).await {
-                serve_http(
-                    TokioIo::new(tls),
-                    |req: Request<hyper::body::Incoming>| async move {
-                        Response::new(Full::new(Bytes::from(req.uri().path().to_string())))
-                    },
-                )
-                .await;
-            }
+            serve_https(
+                tcp,
+                config,
+                |req: Request<hyper::body::Incoming>| async move {
+                    Response::new(Full::new(Bytes::from(req.uri().path().to_string())))
+                },
+            )
+            .await;
         }
     }));
     let gw = start(addr, &pki.ca_pem, "")?;
@@ -1072,12 +1061,9 @@ async fn idle_lean_connections_close_once_the_endpoint_speaks_h2() -> anyhow::Re
         let config = if n == 0 { h1.clone() } else { h2.clone() };
         let closed = closed.clone();
         async move {
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            let Ok(Ok(tls)) = timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else {
-                return;
-            };
-            serve_http(
-                TokioIo::new(tls),
+            serve_https(
+                tcp,
+                config,
                 |req: Request<hyper::body::Incoming>| async move {
                     let path = req.uri().path().to_string();
                     if path.starts_with("/slow") {
