@@ -19,12 +19,8 @@
 //! head is a 504 within the upstream's `timeout`; no CPU is spent while a
 //! half-closed connection sits in the pool or a response stalls.
 //!
-//! Runs with `WASMGATE_LEAN_HTTP1=off` too (hyper's client). Skipped there:
-//! a partial record already read when the connection goes idle (hyper's
-//! client reuses it; a known gap of that path). Not covered by either
-//! client: a body that stalls after its head (the upstream `timeout` bounds
-//! the head only, README), so the test checks only that it is never a
-//! complete 200 and costs no CPU.
+//! Runs with `WASMGATE_LEAN_HTTP1=off` too (hyper's client), every case
+//! included.
 
 use std::{
     io::{self, Read, Write},
@@ -518,8 +514,7 @@ fn tls12_config(pki: &Pki, name: &str) -> Arc<ServerConfig> {
 async fn late_records(pki: &Pki, config: Arc<ServerConfig>, tls12: bool) -> anyhow::Result<()> {
     let backend = WireBackend::start(vec![config], late_bytes).await?;
     let gw = start(backend.addr, &pki.ca_pem, "")?;
-    let lean = wasmgate::lean::enabled();
-    let mut shapes = vec![
+    let shapes = [
         ("record-0", 100),
         ("record-5", 100),
         ("record-50", 150),
@@ -530,28 +525,22 @@ async fn late_records(pki: &Pki, config: Arc<ServerConfig>, tls12: bool) -> anyh
         ("alert", 100),
         ("reset", 100),
         ("fin", 100),
+        // Part of the next record already read with the response: rustls
+        // holds it and shows no plaintext, so only the record tracker
+        // knows (both clients ask it). `trickle`: the header a byte at a
+        // time, after the response (the next request waits until it has
+        // arrived: late bytes that come only after a request was written
+        // on the connection cannot be told from its answer, by any HTTP/1.1
+        // client).
+        ("trickle", 100),
+        ("split-1", 0),
+        ("split-2", 0),
+        ("split-3", 0),
+        ("split-4", 0),
+        ("split-5", 0),
+        ("split-6", 0),
+        ("split-40", 0),
     ];
-    if lean {
-        // Part of the next record already read with the response: hyper's
-        // client reuses such a connection (a known gap of that path, see
-        // gateway_upstream_tls_lean.rs: its connection task keeps reading
-        // while idle, so rustls holds the partial record and hyper sees no
-        // plaintext), the lean client must not. `trickle` is the same gap:
-        // the header a byte at a time, after the response (the next request
-        // waits until it has arrived: late bytes that come only after a
-        // request was written on the connection cannot be told from its
-        // answer, by any HTTP/1.1 client).
-        shapes.extend([
-            ("trickle", 100),
-            ("split-1", 0),
-            ("split-2", 0),
-            ("split-3", 0),
-            ("split-4", 0),
-            ("split-5", 0),
-            ("split-6", 0),
-            ("split-40", 0),
-        ]);
-    }
     for (i, (shape, wait)) in shapes.iter().enumerate() {
         let r = get(gw.addr(), "a.test", &format!("/late/{shape}"), &[]).await?;
         assert_eq!(

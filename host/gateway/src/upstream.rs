@@ -284,8 +284,29 @@ impl Failed {
 
 /// A connection ready to carry a request.
 enum Sender {
-    H1(http1::SendRequest<Body>),
+    H1(H1Sender),
     H2(http2::SendRequest<Body>),
+}
+
+/// One of hyper's HTTP/1.1 client connections.
+struct H1Sender {
+    send: http1::SendRequest<Body>,
+    /// Over TLS: whether part of a record arrived while idle. hyper's
+    /// connection task reads while idle and errors on late plaintext, but
+    /// rustls keeps a partial record to itself, and its rest would be read
+    /// as the next request's response.
+    records: Option<h1::RecordWatch>,
+}
+
+impl H1Sender {
+    /// Ready for a request, with nothing half-arrived.
+    fn is_clean_and_ready(&self) -> bool {
+        self.send.is_ready()
+            && !self
+                .records
+                .as_ref()
+                .is_some_and(h1::RecordWatch::mid_record)
+    }
 }
 
 /// One worker's connections to one endpoint.
@@ -293,7 +314,7 @@ struct Pool {
     endpoint: Weak<Endpoint>,
     /// In the order they were last handed a request: the front one is the
     /// likeliest to have finished its exchange.
-    h1: VecDeque<http1::SendRequest<Body>>,
+    h1: VecDeque<H1Sender>,
     h2: Option<http2::SendRequest<Body>>,
     /// Idle connections of the lean client (`upstream/h1.rs`), most recent last.
     raw: Vec<h1::Conn>,
@@ -670,7 +691,7 @@ impl Endpoint {
                     // Back in the pool once the response head says the
                     // connection can carry another exchange (it is busy
                     // until then anyway).
-                    let sent = s.try_send_request(req).await;
+                    let sent = s.send.try_send_request(req).await;
                     if let Ok(response) = &sent
                         && !declares_a_body_it_cannot_have(response.status(), response.headers())
                     {
@@ -894,13 +915,17 @@ impl Endpoint {
                 pool.h2 = None;
             }
             // Busy connections (a response body still streaming) stay in
-            // the pool; closed ones are dropped on the way.
+            // the pool; closed ones, and idle ones holding part of a late
+            // TLS record, are dropped on the way.
             let mut i = 0;
             while let Some(s) = pool.h1.get(i) {
-                if s.is_closed() {
+                if s.send.is_closed() {
                     pool.h1.remove(i);
-                } else if s.is_ready() {
+                } else if s.is_clean_and_ready() {
                     return pool.h1.remove(i).map(Sender::H1);
+                } else if s.send.is_ready() {
+                    pool.h1.remove(i);
+                    self.stats.discarded.fetch_add(1, Ordering::Relaxed);
                 } else {
                     i += 1;
                 }
@@ -992,8 +1017,9 @@ impl Endpoint {
                 handshake(TokioIo::new(tcp), h2, slot).await
             }
             Some((connector, name)) => {
+                let (tracked, records) = h1::Tracked::watched(tcp);
                 let tls = connector
-                    .connect(name.clone(), tcp)
+                    .connect(name.clone(), tracked)
                     .await
                     .map_err(|e| format!("TLS: {e}"))?;
                 let alpn_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
@@ -1001,7 +1027,14 @@ impl Endpoint {
                     self.speaks_h2.learn();
                 }
                 let h2 = alpn_h2 || self.protocol == UpstreamProtocol::Http2;
-                handshake(TokioIo::new(tls), h2, slot).await
+                let sender = handshake(TokioIo::new(tls), h2, slot).await?;
+                Ok(match sender {
+                    Sender::H1(s) => Sender::H1(H1Sender {
+                        records: Some(records),
+                        ..s
+                    }),
+                    h2 => h2,
+                })
             }
         }
     }
@@ -1053,7 +1086,10 @@ where
                 tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");
             }
         });
-        Ok(Sender::H1(sender))
+        Ok(Sender::H1(H1Sender {
+            send: sender,
+            records: None,
+        }))
     }
 }
 

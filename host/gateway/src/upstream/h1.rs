@@ -46,7 +46,7 @@ use crate::{
 mod records;
 mod stream;
 
-pub(super) use records::Tracked;
+pub(super) use records::{RecordWatch, Tracked};
 pub(super) use stream::Stream;
 
 /// Read buffer growth step.

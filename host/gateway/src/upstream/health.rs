@@ -159,7 +159,7 @@ async fn check_once(endpoint: &Arc<Endpoint>, check: &HealthCheckConfig) -> bool
         let response = match sender {
             Sender::H1(mut s) => {
                 let uri = check.path.parse().ok()?;
-                s.send_request(request(uri)?).await
+                s.send.send_request(request(uri)?).await
             }
             Sender::H2(mut s) => {
                 let uri = http::Uri::builder()

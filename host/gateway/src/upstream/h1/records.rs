@@ -7,11 +7,17 @@
 //! response. [`Tracked`] wraps the socket and follows the record headers in
 //! the bytes rustls reads (RFC 8446 §5.1: a type, a version and a 16-bit
 //! length, then that many bytes), so [`Tracked::at_record_boundary`] says
-//! whether every record read so far was read whole.
+//! whether every record read so far was read whole. hyper's client owns
+//! its connection in a task of its own, so for it [`Tracked::watched`]
+//! also publishes that answer to a [`RecordWatch`] the pool keeps.
 
 use std::{
     io,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll, ready},
 };
 
@@ -28,6 +34,20 @@ const HEADER: usize = 5;
 pub(crate) struct Tracked {
     tcp: TcpStream,
     records: Records,
+    /// Told after every read whether a record is unfinished.
+    watch: Option<RecordWatch>,
+}
+
+/// Whether a connection's last read left a TLS record unfinished, seen
+/// from outside the task that reads it (one flag, written by that task).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RecordWatch(Arc<AtomicBool>);
+
+impl RecordWatch {
+    /// Whether part of a record has arrived and the rest not yet.
+    pub(crate) fn mid_record(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl Tracked {
@@ -35,7 +55,19 @@ impl Tracked {
         Self {
             tcp,
             records: Records::default(),
+            watch: None,
         }
+    }
+
+    /// A tracked stream whose record state can be read through the
+    /// returned watch by whoever does not own the stream.
+    pub(crate) fn watched(tcp: TcpStream) -> (Self, RecordWatch) {
+        let watch = RecordWatch::default();
+        let tracked = Self {
+            watch: Some(watch.clone()),
+            ..Self::new(tcp)
+        };
+        (tracked, watch)
     }
 
     /// The socket (for a peek that goes around the TLS layer).
@@ -96,6 +128,11 @@ impl AsyncRead for Tracked {
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.tcp).poll_read(cx, buf))?;
         this.records.scan(&buf.filled()[before..]);
+        if let Some(watch) = &this.watch {
+            watch
+                .0
+                .store(!this.records.at_boundary(), Ordering::Relaxed);
+        }
         Poll::Ready(Ok(()))
     }
 }
