@@ -149,6 +149,11 @@ pub struct UpstreamConfig {
     /// Time allowed for the upstream's response headers; exceeded is a 504.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
+    /// Longest the upstream may leave a response body waiting for its next
+    /// bytes once the head arrived (each wait timed on its own); exceeded,
+    /// the response is cut and the connection closed.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: Duration,
     /// Most connections each worker opens to this upstream (idle and busy);
     /// requests beyond wait for one to come free, within `timeout`.
     #[serde(default = "default_max_connections")]
@@ -540,6 +545,10 @@ pub enum LogFormat {
 
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
+}
+
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_timeout() -> Duration {

@@ -321,7 +321,7 @@ impl Collector for StatsCollector {
             ),
             (
                 "wasmgate_upstream_timeouts",
-                "Responses not received in time",
+                "Responses whose head (timeout) or next body bytes (read_timeout) did not come in time",
                 |u| &u.timeouts,
             ),
             (

@@ -24,7 +24,8 @@
 //!
 //! Failures map to statuses in `error.rs`: connect (refused, DNS, TLS
 //! verification, `connect_timeout`) is 502, no response headers within
-//! `timeout` is 504.
+//! `timeout` is 504; a body that stalls for `read_timeout` afterwards is
+//! cut (`read_timeout.rs`).
 
 use std::{
     cell::RefCell,
@@ -53,9 +54,11 @@ mod dns;
 mod endpoints;
 mod h1;
 mod health;
+mod read_timeout;
 mod retry;
 
 pub use health::Health;
+use read_timeout::ReadTimeout;
 
 use crate::{
     body::{Body, BoxError},
@@ -200,6 +203,8 @@ pub(crate) struct Endpoint {
     /// Chose h2 by ALPN: no more lean HTTP/1.1 connections to it.
     speaks_h2: SpeaksH2,
     connect_timeout: Duration,
+    /// Longest wait for more of a response body (`read_timeout.rs`).
+    read_timeout: Duration,
     /// Most connections per worker.
     max_connections: usize,
     /// The upstream's counters.
@@ -468,6 +473,7 @@ impl Upstream {
                 protocol: conf.protocol,
                 speaks_h2: SpeaksH2::default(),
                 connect_timeout: conf.connect_timeout.get(),
+                read_timeout: conf.read_timeout.get(),
                 max_connections: conf.max_connections.max(1),
                 stats: upstream_stats.clone(),
                 state,
@@ -598,13 +604,16 @@ impl Endpoint {
     /// A response from hyper's client, checked and without its hop-by-hop
     /// headers.
     fn finish(
-        &self,
+        self: &Arc<Self>,
         mut response: Response<Incoming>,
         head_request: bool,
     ) -> Result<Response<Body>, Box<Failed>> {
         self.refuse_unframeable(&response, head_request)?;
         strip_hop_by_hop(response.headers_mut());
-        Ok(response.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
+        Ok(response.map(|b| {
+            let body = b.map_err(|e| -> BoxError { Box::new(e) });
+            ReadTimeout::new(body, self.clone()).boxed_unsync()
+        }))
     }
 
     /// The error for a try that timed out.

@@ -241,6 +241,9 @@ fn check_upstream(p: &mut Problems<'_>, config: &Config, name: &str, upstream: &
     if upstream.timeout.get().is_zero() {
         p.add(format!("{key}.timeout"), "must be more than 0");
     }
+    if upstream.read_timeout.get().is_zero() {
+        p.add(format!("{key}.read_timeout"), "must be more than 0");
+    }
     if let Some(tls) = &upstream.tls {
         if let Some(ca) = &tls.ca {
             check_file(p, config, &format!("{key}.tls.ca"), ca);

@@ -194,13 +194,14 @@ fn respond(conn: Conn, head: Head, endpoint: &Arc<Endpoint>) -> Response<crate::
         }
         crate::body::empty()
     } else {
-        http_body_util::BodyExt::boxed_unsync(UpstreamBody {
+        let body = UpstreamBody {
             conn: Some(conn),
             framing: head.framing,
             chunk: Chunk::Size,
             keep_alive: head.keep_alive,
             endpoint: endpoint.clone(),
-        })
+        };
+        http_body_util::BodyExt::boxed_unsync(super::ReadTimeout::new(body, endpoint.clone()))
     };
     let mut response = Response::new(body);
     *response.status_mut() = head.status;
