@@ -17,7 +17,11 @@
 //! not a 504 at the upstream's `timeout`; an HTTP/2 client that grants no
 //! window for longer than the limit gets the whole body (its pause is not
 //! the upstream's).
-//! Runs with `WASMGATE_LEAN_HTTP1=off` too.
+//!
+//! And hyper's HTTP/1.1 client over TLS: half a record of late bytes that
+//! reached the socket while the worker was busy (hyper's connection task
+//! had not read it yet) never makes that connection answer the next
+//! request. Runs with `WASMGATE_LEAN_HTTP1=off` too.
 
 use std::{
     convert::Infallible,
@@ -650,6 +654,217 @@ async fn an_http2_upstream_stream_stalls_while_its_neighbours_flow() -> anyhow::
         1,
         "one upstream connection"
     );
+    server.abort();
+    Ok(())
+}
+
+/// What a hostile backend slips in as another request's answer.
+const POISON: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nPOISONED";
+
+/// A rustls server session whose records the test writes to TCP itself.
+struct Wire {
+    tcp: TcpStream,
+    tls: rustls::ServerConnection,
+    plain: Vec<u8>,
+}
+
+impl Wire {
+    async fn accept(
+        mut tcp: TcpStream,
+        config: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<Wire> {
+        let _ = tcp.set_nodelay(true);
+        let mut tls = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+        let mut plain = Vec::new();
+        loop {
+            let out = drain(&mut tls)?;
+            if !out.is_empty() {
+                tcp.write_all(&out).await?;
+            }
+            if !tls.is_handshaking() {
+                break;
+            }
+            let mut buf = [0u8; 16 * 1024];
+            let n = tcp.read(&mut buf).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            feed(&mut tls, &buf[..n], &mut plain)?;
+        }
+        Ok(Wire { tcp, tls, plain })
+    }
+
+    /// The next request's head, its body (`Content-Length`) read and
+    /// dropped; `None` when the peer closes.
+    async fn request(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.plain.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.plain[..end]).into_owned();
+                let len = content_length(&head).unwrap_or(0);
+                if self.plain.len() >= end + 4 + len {
+                    self.plain.drain(..end + 4 + len);
+                    return Some(head);
+                }
+            }
+            let mut buf = [0u8; 16 * 1024];
+            let n = self.tcp.read(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            feed(&mut self.tls, &buf[..n], &mut self.plain).ok()?;
+        }
+    }
+
+    /// `plain` as TLS records, not yet sent.
+    fn seal(&mut self, plain: &[u8]) -> Vec<u8> {
+        let _ = std::io::Write::write_all(&mut self.tls.writer(), plain);
+        drain(&mut self.tls).unwrap_or_default()
+    }
+
+    async fn raw(&mut self, bytes: &[u8]) -> bool {
+        self.tcp.write_all(bytes).await.is_ok()
+    }
+}
+
+/// Everything rustls wants to write.
+fn drain(tls: &mut rustls::ServerConnection) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while tls.wants_write() {
+        tls.write_tls(&mut out)?;
+    }
+    Ok(out)
+}
+
+/// Feeds bytes read from TCP to rustls and keeps the plaintext.
+fn feed(
+    tls: &mut rustls::ServerConnection,
+    mut bytes: &[u8],
+    plain: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        tls.read_tls(&mut bytes)?;
+        tls.process_new_packets().map_err(std::io::Error::other)?;
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match std::io::Read::read(&mut tls.reader(), &mut buf) {
+                Ok(0) => break,
+                Ok(n) => plain.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An answer whose body is the request's path.
+fn own_answer(head: &str) -> Vec<u8> {
+    let path = head.split_whitespace().nth(1).unwrap_or("");
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{path}",
+        path.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_partial_record_waiting_in_the_socket_is_never_the_next_answer() -> anyhow::Result<()>
+{
+    // The first connection answers `/first`, then, told by the test,
+    // sends half of a record holding a whole response: it arrives while
+    // the gateway's worker is busy (a filter spinning until its CPU
+    // deadline, then skipped: `on_error: allow`), so hyper's connection
+    // task has not read it when the next request looks for a connection.
+    // Whoever writes a request on that connection gets the record's
+    // rest, `POISONED`, as its answer.
+    let pki = Pki::new("late CA");
+    let files = pki.issue("backend", &["backend.test"]);
+    let mut config = (*pki.server_config(&files, false)).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (go, wait) = tokio::sync::watch::channel(false);
+    let reused = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (count, reuse) = (accepted.clone(), reused.clone());
+    let server = tokio::spawn(accept_each(listener, move |tcp| {
+        let id = count.fetch_add(1, Ordering::SeqCst);
+        let (config, mut wait, reuse) = (config.clone(), wait.clone(), reuse.clone());
+        async move {
+            let Ok(mut wire) = Wire::accept(tcp, config).await else {
+                return;
+            };
+            if id > 0 {
+                while let Some(head) = wire.request().await {
+                    let answer = wire.seal(&own_answer(&head));
+                    if !wire.raw(&answer).await {
+                        return;
+                    }
+                }
+                return;
+            }
+            let Some(head) = wire.request().await else {
+                return;
+            };
+            let answer = wire.seal(&own_answer(&head));
+            let poison = wire.seal(POISON);
+            if !wire.raw(&answer).await || wait.wait_for(|go| *go).await.is_err() {
+                return;
+            }
+            // Well inside the filter's 100 ms of spinning.
+            sleep(Duration::from_millis(30)).await;
+            let (half, rest) = poison.split_at(poison.len() / 2);
+            if !wire.raw(half).await {
+                return;
+            }
+            if let Some(head) = wire.request().await {
+                reuse.fetch_add(1, Ordering::SeqCst);
+                let answer = wire.seal(&own_answer(&head));
+                let _ = wire.raw(&[rest, &answer[..]].concat()).await;
+                let _ = wire.request().await;
+            }
+        }
+    }));
+    let filter = format!(
+        ", filters: [{{ wasm: \"{}\", config: \"\", on_error: allow }}]",
+        wasm("hostile").display()
+    );
+    let upstream = format!(
+        "url: \"https://{addr}\", tls: {{ ca: \"{}\", server_name: backend.test }}",
+        pki.dir().join("ca.pem").display()
+    );
+    let gw = start(&upstream, &filter)?;
+    // POSTs: hyper's client whether the lean one is on or off.
+    let post = |path: &str, more: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: a.test\r\n{more}Content-Length: 4\r\n\
+             Connection: close\r\n\r\nbody"
+        )
+    };
+    let (out, _) = until_closed(gw.addr(), post("/first", "").as_bytes()).await?;
+    assert_eq!(read_response(&out).data, b"/first");
+    let mut tcp = TcpStream::connect(gw.addr()).await?;
+    tcp.write_all(post("/second", "x-hostile: loop\r\n").as_bytes())
+        .await?;
+    go.send(true)?;
+    let mut out = Vec::new();
+    timeout(PATIENCE, tcp.read_to_end(&mut out))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer"))??;
+    let seen = read_response(&out);
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(
+        (seen.status, &seen.data[..]),
+        (200, &b"/second"[..]),
+        "its own answer, never the late record's: {text:?}"
+    );
+    assert_eq!(
+        reused.load(Ordering::SeqCst),
+        0,
+        "the late connection was not reused"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
     server.abort();
     Ok(())
 }
