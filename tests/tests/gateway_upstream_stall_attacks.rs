@@ -14,9 +14,10 @@
 //! upstream's stream is reset, its connection keeps serving the other
 //! streams); cut connections give their `max_connections` slots back. A
 //! filter holding the response headers gets a 502 at the `read_timeout`,
-//! not a 504 at the upstream's `timeout`; an HTTP/2 client that grants no
-//! window for longer than the limit gets the whole body (its pause is not
-//! the upstream's).
+//! not a 504 at the upstream's `timeout`; a filter's http call whose body
+//! stalls fails at the limit, not at the call's longer timeout; an HTTP/2
+//! client that grants no window for longer than the limit gets the whole
+//! body (its pause is not the upstream's).
 //!
 //! And hyper's HTTP/1.1 client over TLS: half a record of late bytes that
 //! reached the socket while the worker was busy (hyper's connection task
@@ -896,5 +897,41 @@ async fn an_http2_client_granting_no_window_is_not_the_upstreams_stall() -> anyh
     .to_bytes();
     assert_eq!(body.len(), BIG, "the whole body");
     assert_eq!(timeouts(&gw).await?, 0, "nothing timed out");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filters_call_whose_body_stalls_fails_at_the_read_timeout() -> anyhow::Result<()> {
+    // The call's own timeout (3 s) is longer than the limit: the stalled
+    // body fails the call at the limit (the filter answers 503 `failed`),
+    // not a made-up 504 at the call's timeout (which the filter would
+    // answer 403 with `x-auth-status: 504`).
+    let backend = Backend::start(None).await?;
+    let filter = format!(
+        ", filters: [{{ wasm: \"{}\", config: \"upstream=backend;path=/chunk-size;timeout_ms=3000\" }}]",
+        wasm("http_call").display()
+    );
+    let gw = start(&format!("url: \"http://{}\"", backend.addr), &filter)?;
+    let started = Instant::now();
+    let (out, took) = until_closed(
+        gw.addr(),
+        b"GET /guarded HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
+    .await?;
+    let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    assert!(
+        text.starts_with("http/1.1 503") && text.contains("x-call-error: failed"),
+        "{text:?}"
+    );
+    assert!(
+        took >= LIMIT && started.elapsed() < LIMIT * 4,
+        "failed after {took:?}"
+    );
+    assert_eq!(timeouts(&gw).await?, 1);
+    assert_eq!(
+        backend.stalls_released().await,
+        (1, 1),
+        "the call's connection closed"
+    );
     Ok(())
 }
