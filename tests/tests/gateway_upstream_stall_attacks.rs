@@ -788,10 +788,13 @@ async fn a_late_partial_record_waiting_in_the_socket_is_never_the_next_answer() 
     let (go, wait) = tokio::sync::watch::channel(false);
     let reused = Arc::new(AtomicUsize::new(0));
     let accepted = Arc::new(AtomicUsize::new(0));
-    let (count, reuse) = (accepted.clone(), reused.clone());
+    // The half record went out before the request came.
+    let raced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (count, reuse, race) = (accepted.clone(), reused.clone(), raced.clone());
     let server = tokio::spawn(accept_each(listener, move |tcp| {
         let id = count.fetch_add(1, Ordering::SeqCst);
-        let (config, mut wait, reuse) = (config.clone(), wait.clone(), reuse.clone());
+        let (config, mut wait) = (config.clone(), wait.clone());
+        let (reuse, race) = (reuse.clone(), race.clone());
         async move {
             let Ok(mut wire) = Wire::accept(tcp, config).await else {
                 return;
@@ -815,10 +818,24 @@ async fn a_late_partial_record_waiting_in_the_socket_is_never_the_next_answer() 
             }
             // Well inside the filter's 100 ms of spinning.
             sleep(Duration::from_millis(30)).await;
+            // This task so late (a loaded machine) that the request came
+            // first: late bytes now would be after the reuse, which no
+            // proxy can tell apart. Answer it, and prove nothing.
+            let mut early = [0u8; 4096];
+            if let Ok(n @ 1..) = wire.tcp.try_read(&mut early) {
+                if feed(&mut wire.tls, &early[..n], &mut wire.plain).is_ok()
+                    && let Some(head) = wire.request().await
+                {
+                    let answer = wire.seal(&own_answer(&head));
+                    let _ = wire.raw(&answer).await;
+                }
+                return;
+            }
             let (half, rest) = poison.split_at(poison.len() / 2);
             if !wire.raw(half).await {
                 return;
             }
+            race.store(true, Ordering::SeqCst);
             if let Some(head) = wire.request().await {
                 reuse.fetch_add(1, Ordering::SeqCst);
                 let answer = wire.seal(&own_answer(&head));
@@ -865,7 +882,9 @@ async fn a_late_partial_record_waiting_in_the_socket_is_never_the_next_answer() 
         0,
         "the late connection was not reused"
     );
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    if raced.load(Ordering::SeqCst) {
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new connection");
+    }
     server.abort();
     Ok(())
 }
