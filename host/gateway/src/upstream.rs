@@ -296,21 +296,19 @@ enum Sender {
 /// One of hyper's HTTP/1.1 client connections.
 struct H1Sender {
     send: http1::SendRequest<Body>,
-    /// Over TLS: whether part of a record arrived while idle. hyper's
-    /// connection task reads while idle and errors on late plaintext, but
-    /// rustls keeps a partial record to itself, and its rest would be read
-    /// as the next request's response.
+    /// Over TLS: whether anything arrived while idle. hyper's connection
+    /// task reads while idle and errors on late plaintext, but rustls keeps
+    /// a partial record to itself, and its rest would be read as the next
+    /// request's response; so would a partial record still in the socket,
+    /// which that task reads only when it next runs, after this request
+    /// was handed to it.
     records: Option<h1::RecordWatch>,
 }
 
 impl H1Sender {
     /// Ready for a request, with nothing half-arrived.
     fn is_clean_and_ready(&self) -> bool {
-        self.send.is_ready()
-            && !self
-                .records
-                .as_ref()
-                .is_some_and(h1::RecordWatch::mid_record)
+        self.send.is_ready() && self.records.as_ref().is_none_or(h1::RecordWatch::is_clean)
     }
 }
 
@@ -924,8 +922,9 @@ impl Endpoint {
                 pool.h2 = None;
             }
             // Busy connections (a response body still streaming) stay in
-            // the pool; closed ones, and idle ones holding part of a late
-            // TLS record, are dropped on the way.
+            // the pool; closed ones, and idle TLS ones holding part of a
+            // late record or with bytes waiting in the socket, are dropped
+            // on the way.
             let mut i = 0;
             while let Some(s) = pool.h1.get(i) {
                 if s.send.is_closed() {

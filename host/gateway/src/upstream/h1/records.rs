@@ -9,13 +9,17 @@
 //! length, then that many bytes), so [`Tracked::at_record_boundary`] says
 //! whether every record read so far was read whole. hyper's client owns
 //! its connection in a task of its own, so for it [`Tracked::watched`]
-//! also publishes that answer to a [`RecordWatch`] the pool keeps.
+//! also publishes that answer to a [`RecordWatch`] the pool keeps, with a
+//! way to the socket: bytes that arrived while that task has not run yet
+//! (a busy worker reads its sockets only when it gets back to its reactor)
+//! are seen by a peek, as the lean client sees them (`h1/stream.rs`).
 
 use std::{
     io,
+    mem::MaybeUninit,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Weak,
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll, ready},
@@ -32,28 +36,47 @@ const HEADER: usize = 5;
 /// A TCP stream that knows where the TLS records it delivered end.
 #[derive(Debug)]
 pub(crate) struct Tracked {
-    tcp: TcpStream,
+    /// Shared only with a [`RecordWatch`], which holds it weakly (to peek).
+    tcp: Arc<TcpStream>,
     records: Records,
     /// Told after every read whether a record is unfinished.
     watch: Option<RecordWatch>,
 }
 
-/// Whether a connection's last read left a TLS record unfinished, seen
-/// from outside the task that reads it (one flag, written by that task).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct RecordWatch(Arc<AtomicBool>);
+/// Whether a connection holds anything since its last response, seen from
+/// outside the task that reads it: a flag that task writes after each read
+/// (a record left unfinished), and the socket (bytes not read yet).
+#[derive(Clone, Debug)]
+pub(crate) struct RecordWatch {
+    mid_record: Arc<AtomicBool>,
+    tcp: Weak<TcpStream>,
+}
 
 impl RecordWatch {
-    /// Whether part of a record has arrived and the rest not yet.
-    pub(crate) fn mid_record(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+    /// Whether nothing has arrived since the last read ended on a record
+    /// boundary: no part of a record held, nothing waiting in the socket.
+    /// A connection already dropped is not clean.
+    pub(crate) fn is_clean(&self) -> bool {
+        !self.mid_record.load(Ordering::Relaxed)
+            && self.tcp.upgrade().is_some_and(|tcp| nothing_waiting(&tcp))
     }
+}
+
+/// A non-blocking `recv` with `MSG_PEEK` asks the kernel, not tokio's
+/// readiness (which learns of new bytes only when the reactor runs).
+#[inline]
+pub(super) fn nothing_waiting(tcp: &TcpStream) -> bool {
+    let mut probe = [MaybeUninit::<u8>::uninit(); 1];
+    matches!(
+        socket2::SockRef::from(tcp).peek(&mut probe),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock
+    )
 }
 
 impl Tracked {
     pub(crate) fn new(tcp: TcpStream) -> Self {
         Self {
-            tcp,
+            tcp: Arc::new(tcp),
             records: Records::default(),
             watch: None,
         }
@@ -62,11 +85,12 @@ impl Tracked {
     /// A tracked stream whose record state can be read through the
     /// returned watch by whoever does not own the stream.
     pub(crate) fn watched(tcp: TcpStream) -> (Self, RecordWatch) {
-        let watch = RecordWatch::default();
-        let tracked = Self {
-            watch: Some(watch.clone()),
-            ..Self::new(tcp)
+        let mut tracked = Self::new(tcp);
+        let watch = RecordWatch {
+            mid_record: Arc::default(),
+            tcp: Arc::downgrade(&tracked.tcp),
         };
+        tracked.watch = Some(watch.clone());
         (tracked, watch)
     }
 
@@ -126,11 +150,19 @@ impl AsyncRead for Tracked {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        ready!(Pin::new(&mut this.tcp).poll_read(cx, buf))?;
+        // What `TcpStream::poll_read` does, through the shared `Arc`.
+        loop {
+            ready!(this.tcp.poll_read_ready(cx))?;
+            match this.tcp.try_read_buf(buf) {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
         this.records.scan(&buf.filled()[before..]);
         if let Some(watch) = &this.watch {
             watch
-                .0
+                .mid_record
                 .store(!this.records.at_boundary(), Ordering::Relaxed);
         }
         Poll::Ready(Ok(()))
@@ -143,7 +175,14 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+        let tcp = &self.tcp;
+        loop {
+            ready!(tcp.poll_write_ready(cx))?;
+            match tcp.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                written => return Poll::Ready(written),
+            }
+        }
     }
 
     fn poll_write_vectored(
@@ -151,19 +190,28 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+        let tcp = &self.tcp;
+        loop {
+            ready!(tcp.poll_write_ready(cx))?;
+            match tcp.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                written => return Poll::Ready(written),
+            }
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // TCP holds nothing back.
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // As `TcpStream::poll_shutdown`: the write side, at once.
+        Poll::Ready(socket2::SockRef::from(&*self.tcp).shutdown(std::net::Shutdown::Write))
     }
 }
 

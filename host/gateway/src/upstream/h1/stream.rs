@@ -3,7 +3,6 @@
 
 use std::{
     io,
-    mem::MaybeUninit,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -14,7 +13,7 @@ use tokio::{
 };
 use tokio_rustls::client::TlsStream;
 
-use super::records::Tracked;
+use super::records::{Tracked, nothing_waiting};
 
 /// A lean connection's byte stream.
 #[derive(Debug)]
@@ -45,17 +44,6 @@ impl Stream {
             }
         }
     }
-}
-
-/// A non-blocking `recv` with `MSG_PEEK` asks the kernel, not tokio's
-/// readiness (which learns of new bytes only when the reactor runs).
-#[inline]
-fn nothing_waiting(tcp: &TcpStream) -> bool {
-    let mut probe = [MaybeUninit::<u8>::uninit(); 1];
-    matches!(
-        socket2::SockRef::from(tcp).peek(&mut probe),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock
-    )
 }
 
 impl AsyncRead for Stream {
