@@ -224,6 +224,24 @@ pub async fn get(
     send(addr, &Client::Http1, builder.body(Full::new(Bytes::new()))?).await
 }
 
+/// The value of one series on the gateway's `/metrics` (the configuration
+/// must have `admin`), named in full with its labels:
+/// `wasmgate_upstream_timeouts_total{upstream="backend"}`.
+///
+/// # Errors
+/// The admin endpoint did not answer, or has no such series.
+pub async fn metric(gw: &TestGateway, series: &str) -> Result<u64> {
+    let metrics = get(gw.admin(), "admin", "/metrics", &[]).await?.text();
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.strip_prefix(series)
+                .is_some_and(|rest| rest.starts_with(' '))
+        })
+        .ok_or_else(|| anyhow!("no {series} in:\n{metrics}"))?;
+    Ok(line.rsplit(' ').next().unwrap_or("").parse()?)
+}
+
 /// Writes `bytes` on a new connection and reads until the server closes it
 /// or [`TIMEOUT`] passes; returns what came back.
 ///

@@ -199,3 +199,47 @@ pub fn header_values<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
 pub fn request_line(head: &str) -> &str {
     head.lines().next().unwrap_or("")
 }
+
+/// Reads up to the end of the next message head (`\r\n\r\n`) and takes it
+/// out of `buf`; what follows stays there. `None` when the peer closes first.
+pub async fn read_head(io: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head: Vec<u8> = buf.drain(..end + 4).collect();
+            return Some(String::from_utf8_lossy(&head).into_owned());
+        }
+        let mut chunk = [0u8; 4096];
+        match io.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The `Content-Length` of a raw head, if it has one that parses.
+pub fn content_length(head: &str) -> Option<usize> {
+    header_values(head, "content-length")
+        .first()
+        .and_then(|v| v.parse().ok())
+}
+
+/// Writes `request` on a new connection to `addr` and reads until the
+/// peer closes it (within `patience`): what came back, and how long after
+/// the write it ended.
+///
+/// # Errors
+/// Connect or I/O failure, or no close within `patience`.
+pub async fn until_closed(
+    addr: SocketAddr,
+    request: &[u8],
+    patience: Duration,
+) -> anyhow::Result<(Vec<u8>, Duration)> {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+    let started = std::time::Instant::now();
+    tcp.write_all(request).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(patience, tcp.read_to_end(&mut out))
+        .await
+        .map_err(|_| anyhow::anyhow!("the connection was never closed"))??;
+    Ok((out, started.elapsed()))
+}

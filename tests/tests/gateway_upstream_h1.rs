@@ -28,14 +28,14 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
+    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     task::JoinHandle,
     time::{sleep, timeout},
 };
 use wasmgate_tests::{
     gateway::{self, Reply, TIMEOUT, TestGateway, get},
-    raw::header_values,
+    raw::{header_values, read_head},
     record::Log,
     serve::accept_each,
 };
@@ -144,22 +144,6 @@ async fn serve(mut tcp: TcpStream, close: Close, script: Script, heads: Log<Stri
             if tcp.write_all(piece).await.is_err() {
                 return;
             }
-        }
-    }
-}
-
-/// Reads up to the end of the next message head (`\r\n\r\n`) and takes it
-/// out of `buf`; what follows stays there. `None` when the peer closes first.
-async fn read_head(io: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> Option<String> {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head: Vec<u8> = buf.drain(..end + 4).collect();
-            return Some(String::from_utf8_lossy(&head).into_owned());
-        }
-        let mut chunk = [0u8; 4096];
-        match io.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
 }

@@ -31,7 +31,11 @@ use tokio::{
     task::JoinHandle,
     time::{sleep, timeout},
 };
-use wasmgate_tests::{gateway, serve::accept_each};
+use wasmgate_tests::{
+    gateway,
+    raw::{self, content_length, read_head},
+    serve::accept_each,
+};
 
 /// The gateway's `read_timeout` in these tests.
 const LIMIT: Duration = Duration::from_millis(800);
@@ -132,31 +136,6 @@ async fn serve(mut tcp: TcpStream, closed: Arc<AtomicUsize>) {
     }
 }
 
-/// Reads up to the end of the next request head; `None` when the peer
-/// closes first.
-async fn read_head(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            buf.drain(..end + 4);
-            return Some(head);
-        }
-        let mut chunk = [0u8; 4096];
-        match tcp.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
-fn content_length(head: &str) -> Option<usize> {
-    head.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().parse().ok())?
-    })
-}
-
 fn start(backend: &Backend) -> anyhow::Result<gateway::TestGateway> {
     gateway::start(&format!(
         r#"
@@ -175,17 +154,13 @@ routes: [{{ name: all, match: {{}}, upstream: backend }}]
 /// Writes `request` on a new connection, reads until the gateway closes
 /// it (10 s at most): what came back and when the connection ended.
 async fn until_closed(addr: SocketAddr, request: &[u8]) -> anyhow::Result<(String, Duration)> {
-    let mut tcp = TcpStream::connect(addr).await?;
-    let started = Instant::now();
-    tcp.write_all(request).await?;
-    let mut out = Vec::new();
-    timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
-        .await
-        .map_err(|_| anyhow::anyhow!("the gateway never closed the connection"))??;
-    Ok((
-        String::from_utf8_lossy(&out).into_owned(),
-        started.elapsed(),
-    ))
+    let (out, took) = raw::until_closed(addr, request, Duration::from_secs(10)).await?;
+    Ok((String::from_utf8_lossy(&out).into_owned(), took))
+}
+
+/// `wasmgate_upstream_timeouts_total` for the backend.
+async fn timeouts(gw: &gateway::TestGateway) -> anyhow::Result<u64> {
+    gateway::metric(gw, "wasmgate_upstream_timeouts_total{upstream=\"backend\"}").await
 }
 
 /// A cut came after the limit, and not much later.
@@ -194,18 +169,6 @@ fn cut_in_time(what: &str, took: Duration) {
         took >= LIMIT && took < LIMIT * 3,
         "{what}: cut after {took:?} (read_timeout {LIMIT:?})"
     );
-}
-
-/// `wasmgate_upstream_timeouts_total` for the backend.
-async fn timeouts(gw: &gateway::TestGateway) -> anyhow::Result<u64> {
-    let metrics = gateway::get(gw.admin(), "admin", "/metrics", &[])
-        .await?
-        .text();
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("wasmgate_upstream_timeouts_total{upstream=\"backend\"}"))
-        .ok_or_else(|| anyhow::anyhow!("no timeouts metric in:\n{metrics}"))?;
-    Ok(line.rsplit(' ').next().unwrap_or("").parse()?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

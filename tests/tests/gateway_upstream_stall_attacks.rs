@@ -46,7 +46,13 @@ use tokio::{
     task::JoinHandle,
     time::{sleep, timeout},
 };
-use wasmgate_tests::{gateway, serve::accept_each, tls::Pki, wasm};
+use wasmgate_tests::{
+    gateway,
+    raw::{self, content_length, read_head},
+    serve::accept_each,
+    tls::Pki,
+    wasm,
+};
 
 /// The gateway's `read_timeout` in these tests.
 const LIMIT: Duration = Duration::from_millis(600);
@@ -230,31 +236,6 @@ async fn serve<S: Raw>(mut io: S, tls: bool, counts: &Counts) {
     }
 }
 
-/// Reads up to the end of the next request head; `None` when the peer
-/// closes first.
-async fn read_head<S: AsyncRead + Unpin>(io: &mut S, buf: &mut Vec<u8>) -> Option<String> {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            buf.drain(..end + 4);
-            return Some(head);
-        }
-        let mut chunk = [0u8; 4096];
-        match io.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
-fn content_length(head: &str) -> Option<usize> {
-    head.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().parse().ok())?
-    })
-}
-
 /// A gateway (one worker) in front of `upstream` (the rest of the
 /// upstream's keys: `url: ..., more`), with `route_more` added to the
 /// route.
@@ -275,14 +256,7 @@ routes: [{{ name: all, match: {{}}, upstream: backend{route_more} }}]
 /// Writes `request` on a new connection and reads until the gateway
 /// closes it: what came back and when it ended.
 async fn until_closed(addr: SocketAddr, request: &[u8]) -> anyhow::Result<(Vec<u8>, Duration)> {
-    let mut tcp = TcpStream::connect(addr).await?;
-    let started = Instant::now();
-    tcp.write_all(request).await?;
-    let mut out = Vec::new();
-    timeout(PATIENCE, tcp.read_to_end(&mut out))
-        .await
-        .map_err(|_| anyhow::anyhow!("the gateway never closed the connection"))??;
-    Ok((out, started.elapsed()))
+    raw::until_closed(addr, request, PATIENCE).await
 }
 
 /// How a client reads an HTTP/1.1 response: its status, the body data it
@@ -381,14 +355,7 @@ fn assert_cut(what: &str, out: &[u8], took: Duration) {
 
 /// `wasmgate_upstream_timeouts_total` for the backend.
 async fn timeouts(gw: &gateway::TestGateway) -> anyhow::Result<u64> {
-    let metrics = gateway::get(gw.admin(), "admin", "/metrics", &[])
-        .await?
-        .text();
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("wasmgate_upstream_timeouts_total{upstream=\"backend\"}"))
-        .ok_or_else(|| anyhow::anyhow!("no timeouts metric in:\n{metrics}"))?;
-    Ok(line.rsplit(' ').next().unwrap_or("").parse()?)
+    gateway::metric(gw, "wasmgate_upstream_timeouts_total{upstream=\"backend\"}").await
 }
 
 /// `path` as a bodiless GET (the lean client, or hyper's when it is off)
@@ -420,25 +387,7 @@ async fn ok(gw: &gateway::TestGateway, what: &str) -> anyhow::Result<()> {
 async fn every_stall_shape_is_cut_and_never_looks_complete() -> anyhow::Result<()> {
     let backend = Backend::start(None).await?;
     let gw = start(&format!("url: \"http://{}\"", backend.addr), "")?;
-    let mut cuts = 0;
-    for shape in SHAPES {
-        for (what, request) in requests(shape) {
-            let (out, took) = until_closed(gw.addr(), &request).await?;
-            assert_cut(&what, &out, took);
-            // What was sent stands (inside a chunk, its part may follow).
-            let data = read_response(&out).data;
-            assert!(data.starts_with(b"hello"), "{what}: {data:?}");
-            cuts += 1;
-            assert_eq!(timeouts(&gw).await?, cuts, "{what}: counted once");
-            assert_eq!(
-                backend.stalls_released().await,
-                (cuts as usize, cuts as usize),
-                "{what}: the stalled upstream connection was closed"
-            );
-            ok(&gw, &what).await?;
-        }
-    }
-    Ok(())
+    each_shape_is_cut(&gw, &backend, &SHAPES).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,19 +403,33 @@ async fn a_tls_upstream_stalled_halfway_into_a_record_is_cut() -> anyhow::Result
         pki.dir().join("ca.pem").display()
     );
     let gw = start(&upstream, "")?;
+    each_shape_is_cut(&gw, &backend, &["/last-byte", "/chunk-size"]).await
+}
+
+/// Each stall shape, as a GET and as a POST ([`requests`]): cut in time,
+/// what was sent stands, counted once, the stalled upstream connection
+/// closed, and the next client served.
+async fn each_shape_is_cut(
+    gw: &gateway::TestGateway,
+    backend: &Backend,
+    shapes: &[&str],
+) -> anyhow::Result<()> {
     let mut cuts = 0;
-    for shape in ["/last-byte", "/chunk-size"] {
+    for shape in shapes {
         for (what, request) in requests(shape) {
             let (out, took) = until_closed(gw.addr(), &request).await?;
             assert_cut(&what, &out, took);
+            // What was sent stands (inside a chunk, its part may follow).
+            let data = read_response(&out).data;
+            assert!(data.starts_with(b"hello"), "{what}: {data:?}");
             cuts += 1;
-            assert_eq!(timeouts(&gw).await?, cuts, "{what}: counted once");
+            assert_eq!(timeouts(gw).await?, cuts, "{what}: counted once");
             assert_eq!(
                 backend.stalls_released().await,
                 (cuts as usize, cuts as usize),
                 "{what}: the stalled upstream connection was closed"
             );
-            ok(&gw, &what).await?;
+            ok(gw, &what).await?;
         }
     }
     Ok(())
