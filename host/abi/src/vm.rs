@@ -378,6 +378,12 @@ impl Vm {
         std::mem::take(&mut self.core.store.data_mut().http_calls)
     }
 
+    /// Whether a callback dispatched an http call since the last
+    /// [`Self::take_http_calls`] (most do not: an embedder can then skip the take).
+    pub fn has_http_calls(&self) -> bool {
+        !self.core.store.data().http_calls.is_empty()
+    }
+
     /// Stream operations addressed, since the last take, to a stream context other than the
     /// one whose callback ran (say, `on_tick` resuming a paused request after
     /// `proxy_set_effective_context`). The embedder hands each to the holder of that stream,
