@@ -25,6 +25,7 @@ pub mod raw;
 pub mod record;
 pub mod serve;
 pub mod tls;
+pub mod tls_wire;
 pub mod wat;
 pub use wat::wat;
 

@@ -51,7 +51,7 @@ use wasmgate_tests::{
     raw::{self, content_length, read_head},
     serve::accept_each,
     tls::Pki,
-    wasm,
+    tls_wire, wasm,
 };
 
 /// The gateway's `read_timeout` in these tests.
@@ -637,24 +637,7 @@ impl Wire {
         mut tcp: TcpStream,
         config: Arc<rustls::ServerConfig>,
     ) -> std::io::Result<Wire> {
-        let _ = tcp.set_nodelay(true);
-        let mut tls = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
-        let mut plain = Vec::new();
-        loop {
-            let out = drain(&mut tls)?;
-            if !out.is_empty() {
-                tcp.write_all(&out).await?;
-            }
-            if !tls.is_handshaking() {
-                break;
-            }
-            let mut buf = [0u8; 16 * 1024];
-            let n = tcp.read(&mut buf).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            feed(&mut tls, &buf[..n], &mut plain)?;
-        }
+        let (tls, plain) = tls_wire::handshake(&mut tcp, config).await?;
         Ok(Wire { tcp, tls, plain })
     }
 
@@ -675,50 +658,19 @@ impl Wire {
             if n == 0 {
                 return None;
             }
-            feed(&mut self.tls, &buf[..n], &mut self.plain).ok()?;
+            tls_wire::feed(&mut self.tls, &buf[..n], &mut self.plain).ok()?;
         }
     }
 
     /// `plain` as TLS records, not yet sent.
     fn seal(&mut self, plain: &[u8]) -> Vec<u8> {
         let _ = std::io::Write::write_all(&mut self.tls.writer(), plain);
-        drain(&mut self.tls).unwrap_or_default()
+        tls_wire::drain(&mut self.tls).unwrap_or_default()
     }
 
     async fn raw(&mut self, bytes: &[u8]) -> bool {
         self.tcp.write_all(bytes).await.is_ok()
     }
-}
-
-/// Everything rustls wants to write.
-fn drain(tls: &mut rustls::ServerConnection) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    while tls.wants_write() {
-        tls.write_tls(&mut out)?;
-    }
-    Ok(out)
-}
-
-/// Feeds bytes read from TCP to rustls and keeps the plaintext.
-fn feed(
-    tls: &mut rustls::ServerConnection,
-    mut bytes: &[u8],
-    plain: &mut Vec<u8>,
-) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        tls.read_tls(&mut bytes)?;
-        tls.process_new_packets().map_err(std::io::Error::other)?;
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match std::io::Read::read(&mut tls.reader(), &mut buf) {
-                Ok(0) => break,
-                Ok(n) => plain.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(())
 }
 
 /// An answer whose body is the request's path.
@@ -786,7 +738,7 @@ async fn a_late_partial_record_waiting_in_the_socket_is_never_the_next_answer() 
             // proxy can tell apart. Answer it, and prove nothing.
             let mut early = [0u8; 4096];
             if let Ok(n @ 1..) = wire.tcp.try_read(&mut early) {
-                if feed(&mut wire.tls, &early[..n], &mut wire.plain).is_ok()
+                if tls_wire::feed(&mut wire.tls, &early[..n], &mut wire.plain).is_ok()
                     && let Some(head) = wire.request().await
                 {
                     let answer = wire.seal(&own_answer(&head));

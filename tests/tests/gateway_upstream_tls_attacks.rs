@@ -24,7 +24,7 @@
 //! included.
 
 use std::{
-    io::{self, Read, Write},
+    io::{self, Write},
     net::SocketAddr,
     sync::{
         Arc,
@@ -51,6 +51,7 @@ use wasmgate_tests::{
     record::Log,
     serve::{accept_each, serve_https},
     tls::Pki,
+    tls_wire::{drain, feed, handshake},
 };
 
 /// The tests of this file one at a time: one measures the CPU time of the
@@ -116,24 +117,7 @@ impl Wire {
         id: usize,
         heads: Log<(usize, String)>,
     ) -> io::Result<Wire> {
-        let _ = tcp.set_nodelay(true);
-        let mut tls = ServerConnection::new(config).map_err(io::Error::other)?;
-        let mut plain = Vec::new();
-        loop {
-            let out = drain(&mut tls)?;
-            if !out.is_empty() {
-                tcp.write_all(&out).await?;
-            }
-            if !tls.is_handshaking() {
-                break;
-            }
-            let mut buf = [0u8; 16 * 1024];
-            let n = tcp.read(&mut buf).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            feed(&mut tls, &buf[..n], &mut plain)?;
-        }
+        let (tls, plain) = handshake(&mut tcp, config).await?;
         Ok(Wire {
             id,
             tcp,
@@ -200,33 +184,6 @@ impl Wire {
         let _ = self.tcp.set_zero_linger();
         drop(self.tcp);
     }
-}
-
-/// Everything rustls wants to write.
-fn drain(tls: &mut ServerConnection) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    while tls.wants_write() {
-        tls.write_tls(&mut out)?;
-    }
-    Ok(out)
-}
-
-/// Feeds bytes read from TCP to rustls and keeps the plaintext.
-fn feed(tls: &mut ServerConnection, mut bytes: &[u8], plain: &mut Vec<u8>) -> io::Result<()> {
-    while !bytes.is_empty() {
-        tls.read_tls(&mut bytes)?;
-        tls.process_new_packets().map_err(io::Error::other)?;
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match tls.reader().read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => plain.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A TLS backend whose connections are driven by a handler over [`Wire`];
